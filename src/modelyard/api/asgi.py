@@ -1,0 +1,155 @@
+"""A minimal pure-ASGI toolkit: the request we hand to routes, and the ways to answer.
+
+Kept tiny on purpose: this is the hot path, and every microsecond here is gateway overhead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import orjson
+
+from modelyard.errors import InvalidRequestError, RequestTooLargeError
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class Dialect(StrEnum):
+    """Whose error shape and headers a route answers in."""
+
+    OPENAI = "openai"
+    ANTHROPIC = "anthropic"
+    PLAIN = "plain"
+
+
+@dataclass(slots=True)
+class RequestContext:
+    """One request's facts: its id, clock and what served it. Passed explicitly, never global."""
+
+    request_id: str
+    dialect: Dialect
+    started: float = field(default_factory=time.perf_counter)
+    upstream_s: float = 0.0
+    deployment: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    """The request's headers, names lower-cased."""
+
+    @staticmethod
+    def new(dialect: Dialect, headers: dict[str, str]) -> RequestContext:
+        return RequestContext("req_" + os.urandom(12).hex(), dialect, headers=headers)
+
+    def overhead_ms(self) -> float:
+        return max(0.0, (time.perf_counter() - self.started - self.upstream_s) * 1000)
+
+    def response_headers(self, content_type: bytes) -> list[tuple[bytes, bytes]]:
+        headers = [
+            (b"content-type", content_type),
+            (b"x-request-id", self.request_id.encode()),
+            (b"x-modelyard-overhead-ms", f"{self.overhead_ms():.3f}".encode()),
+        ]
+        if self.dialect is Dialect.ANTHROPIC:
+            headers.append((b"request-id", self.request_id.encode()))
+        if self.deployment is not None:
+            headers.append((b"x-modelyard-deployment", self.deployment.encode()))
+        return headers
+
+
+def header_map(scope: Scope) -> dict[str, str]:
+    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+
+
+async def read_body(receive: Receive, headers: dict[str, str], limit: int) -> bytes:
+    """The whole body, refusing one over ``limit`` bytes before buffering it (413)."""
+    declared = headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise InvalidRequestError("the Content-Length header is not a number")
+        if int(declared) > limit:
+            raise RequestTooLargeError(
+                f"request body is {int(declared)} bytes; the limit is {limit} "
+                "(server.max_body_bytes in the config)"
+            )
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise asyncio.CancelledError("client disconnected while sending the body")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise RequestTooLargeError(
+                f"request body exceeds the limit of {limit} bytes (server.max_body_bytes in the config)"
+            )
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def parse_json_object(body: bytes) -> dict[str, Any]:
+    if not body:
+        raise InvalidRequestError("the request body is empty; send a JSON object")
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequestError(f"the request body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise InvalidRequestError(f"the request body must be a JSON object, not {type(data).__name__}")
+    return data
+
+
+async def send_bytes(
+    send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]
+) -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": [*headers, (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def send_json(send: Send, status: int, data: Any, ctx: RequestContext) -> None:
+    await send_bytes(send, status, orjson.dumps(data), ctx.response_headers(b"application/json"))
+
+
+async def send_stream(
+    send: Send,
+    receive: Receive,
+    first: bytes,
+    rest: AsyncIterator[bytes],
+    headers: list[tuple[bytes, bytes]],
+) -> bool:
+    """Stream SSE bytes; stop early (returning False) when the client goes away."""
+    disconnected = asyncio.Event()
+
+    async def watch() -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                disconnected.set()
+                return
+
+    watcher = asyncio.create_task(watch())
+    try:
+        await send({"type": "http.response.start", "status": 200, "headers": [
+            *headers, (b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]})
+        await send({"type": "http.response.body", "body": first, "more_body": True})
+        async for chunk in rest:
+            if disconnected.is_set():
+                return False
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        return True
+    except OSError:
+        return False
+    finally:
+        watcher.cancel()

@@ -1,0 +1,182 @@
+"""``create_app(config)``: the ASGI application.
+
+One visible pipeline for every request: request context → route lookup → auth → body (size
+limit before buffering) → handler; errors at either end are rendered in the caller's dialect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from modelyard.api import anthropic as anthropic_api
+from modelyard.api import openai as openai_api
+from modelyard.api.asgi import (
+    Dialect,
+    Receive,
+    RequestContext,
+    Scope,
+    Send,
+    header_map,
+    parse_json_object,
+    read_body,
+    send_bytes,
+    send_json,
+)
+from modelyard.api.errors import error_headers, error_payload
+from modelyard.config.load import RuntimeConfig
+from modelyard.errors import GatewayError, InvalidRequestError, NotFoundError
+from modelyard.middleware.auth import MasterKeyAuth
+from modelyard.state import AppState
+
+log = logging.getLogger("modelyard.access")
+
+JSONHandler = Callable[[AppState, dict[str, Any], RequestContext, Receive, Send], Awaitable[None]]
+
+
+class MethodNotAllowed(GatewayError):
+    status = 405
+    openai_type = "invalid_request_error"
+    anthropic_type = "invalid_request_error"
+
+
+async def _chat(s: AppState, b: dict[str, Any], c: RequestContext, r: Receive, w: Send) -> None:
+    await openai_api.chat_completions(s, b, c, r, w)
+
+
+async def _embeddings(s: AppState, b: dict[str, Any], c: RequestContext, r: Receive, w: Send) -> None:
+    await openai_api.embeddings(s, b, c, w)
+
+
+async def _messages(s: AppState, b: dict[str, Any], c: RequestContext, r: Receive, w: Send) -> None:
+    await anthropic_api.messages(s, b, c, r, w)
+
+
+async def _count(s: AppState, b: dict[str, Any], c: RequestContext, r: Receive, w: Send) -> None:
+    await anthropic_api.count_tokens(s, b, c, w)
+
+
+# POST routes taking a JSON body: path → (dialect, handler). Both /v1/x and /x are accepted, as
+# clients differ in whether their base URL carries /v1.
+POST_ROUTES: dict[str, tuple[Dialect, JSONHandler]] = {}
+for _path, _dialect, _handler in (
+    ("/chat/completions", Dialect.OPENAI, _chat),
+    ("/embeddings", Dialect.OPENAI, _embeddings),
+    ("/messages", Dialect.ANTHROPIC, _messages),
+    ("/messages/count_tokens", Dialect.ANTHROPIC, _count),
+):
+    POST_ROUTES["/v1" + _path] = (_dialect, _handler)
+    POST_ROUTES[_path] = (_dialect, _handler)
+del _path, _dialect, _handler
+
+
+class ModelyardApp:
+    """The ASGI callable. Holds the AppState once the lifespan has built it."""
+
+    def __init__(self, config: RuntimeConfig, *, start_local_models: bool = True) -> None:
+        self.config = config
+        self.state: AppState | None = None
+        self._auth = MasterKeyAuth(config.master_key)
+        self._start_local = start_local_models
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await self._http(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    self.state = AppState.build(self.config)
+                    if self._start_local:
+                        self.state.start_local_models()
+                except Exception as exc:  # noqa: BLE001 - report to the server, which exits
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                if self.state is not None:
+                    await self.state.aclose()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope["path"]
+        method: str = scope["method"]
+        headers = header_map(scope)
+        route = POST_ROUTES.get(path)
+        dialect = route[0] if route else (Dialect.ANTHROPIC if "anthropic-version" in headers else Dialect.OPENAI)
+        ctx = RequestContext.new(dialect, headers)
+        status = 200
+        try:
+            state = self.state
+            if state is None:
+                raise GatewayError("the gateway is starting up; retry in a moment")
+            if path in ("/healthz", "/readyz"):
+                await self._health(state, path, ctx, send)
+                return
+            self._auth.check(headers)
+            if route is not None:
+                if method != "POST":
+                    raise MethodNotAllowed(f"{path} takes POST, not {method}")
+                body = parse_json_object(await read_body(receive, headers, state.config.server.max_body_bytes))
+                await route[1](state, body, ctx, receive, send)
+            elif path.rstrip("/") in ("/v1/models", "/models") and method == "GET":
+                await openai_api.list_models(state, ctx, send)
+            elif path.startswith(("/v1/models/", "/models/")) and method == "GET":
+                await openai_api.get_model(state, path.split("/models/", 1)[1], ctx, send)
+            else:
+                raise NotFoundError(
+                    f"no route {method} {path}; modelyard serves /v1/chat/completions, /v1/messages, "
+                    "/v1/messages/count_tokens, /v1/embeddings, /v1/models, /healthz, /readyz"
+                )
+        except GatewayError as exc:
+            status = exc.status
+            await self._send_error(exc, ctx, send)
+        except asyncio.CancelledError:
+            status = 499
+            raise
+        except Exception:
+            status = 500
+            log.exception("unhandled error in request %s", ctx.request_id)
+            await self._send_error(
+                GatewayError(f"internal gateway error; report request id {ctx.request_id}"), ctx, send
+            )
+        finally:
+            if log.isEnabledFor(logging.INFO):
+                log.info("%s %s %s %d %s %.2fms", ctx.request_id, method, path, status, ctx.deployment or "-",
+                         ctx.overhead_ms())
+
+    @staticmethod
+    async def _send_error(exc: GatewayError, ctx: RequestContext, send: Send) -> None:
+        try:
+            body = error_payload(exc, ctx)
+            import orjson
+
+            await send_bytes(send, exc.status, orjson.dumps(body),
+                             [*ctx.response_headers(b"application/json"), *error_headers(exc)])
+        except RuntimeError:
+            # The response had already started (a stream): nothing more can be said on it.
+            pass
+
+    async def _health(self, state: AppState, path: str, ctx: RequestContext, send: Send) -> None:
+        if path == "/healthz":
+            await send_json(send, 200, {"status": "ok"}, ctx)
+            return
+        ready, problems = await state.ready()
+        models = state.config.model_names()
+        body = {"status": "ready" if ready else "not_ready", "models": models, "problems": problems}
+        await send_json(send, 200 if ready else 503, body, ctx)
+
+
+def create_app(config: RuntimeConfig, *, start_local_models: bool = True) -> ModelyardApp:
+    """The ASGI app for ``config``; its lifespan builds and closes all state."""
+    return ModelyardApp(config, start_local_models=start_local_models)
+
+
+__all__ = ["InvalidRequestError", "ModelyardApp", "create_app"]

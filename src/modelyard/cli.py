@@ -1,0 +1,131 @@
+"""The ``modelyard`` command line."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from modelyard import __version__
+
+app = typer.Typer(
+    name="modelyard",
+    help="modelyard: an AI gateway. OpenAI- and Anthropic-compatible; local and cloud models as one fleet.",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="rich",
+)
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="YAML config file (default: $MODELYARD_CONFIG, else zero config).",
+                 show_default=False),
+]
+GatewayURL = Annotated[
+    str, typer.Option("--url", envvar="MODELYARD_URL", help="Base URL of a running gateway.")
+]
+KeyOption = Annotated[
+    str | None, typer.Option("--key", envvar="MODELYARD_API_KEY", help="API key for the gateway, if it needs one.",
+                             show_default=False)
+]
+
+
+def _load(config: Path | None):  # type: ignore[no-untyped-def]
+    from modelyard.config import load_config_file
+    from modelyard.errors import ConfigError
+
+    try:
+        return load_config_file(config)
+    except ConfigError as exc:
+        typer.secho(str(exc), fg="red", err=True)
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def serve(
+    config: ConfigOption = None,
+    host: Annotated[str | None, typer.Option(help="Interface to bind [default: server.host, 127.0.0.1].",
+                                             show_default=False)] = None,
+    port: Annotated[int | None, typer.Option(help="Port [default: server.port, 4000].", show_default=False)] = None,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+) -> None:
+    """Run the gateway. With no config it serves the embedded local chat and embedding models."""
+    import uvicorn
+
+    from modelyard.app import create_app
+
+    runtime = _load(config)
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    bind_host = host or runtime.server.host
+    bind_port = port or runtime.server.port
+    typer.secho(f"modelyard {__version__} on http://{bind_host}:{bind_port}  ({runtime.source})", fg="green",
+                err=True)
+    typer.echo(f"models: {', '.join(runtime.model_names())}", err=True)
+    uvicorn.run(
+        create_app(runtime), host=bind_host, port=bind_port, loop="uvloop", http="httptools",
+        access_log=False, log_level=log_level, lifespan="on", timeout_graceful_shutdown=10,
+    )
+
+
+@app.command("check-config")
+def check_config(
+    file: Annotated[Path, typer.Argument(help="The YAML config file to check.")],
+) -> None:
+    """Validate a config file; print every problem with its line, or a summary of what it serves."""
+    runtime = _load(file)
+    typer.secho(f"{file}: OK", fg="green")
+    for model in runtime.models:
+        deps = ", ".join(f"{d.provider}:{getattr(d, 'model', None) or getattr(d, 'path', None) or 'embedded'}"
+                         for d in model.deployments)
+        aliases = f" (aliases: {', '.join(model.aliases)})" if model.aliases else ""
+        typer.echo(f"  {model.name}{aliases} -> {deps}")
+
+
+@app.command()
+def models(url: GatewayURL = "http://127.0.0.1:4000", key: KeyOption = None) -> None:
+    """List the models a running gateway serves."""
+    import httpx
+
+    try:
+        resp = httpx.get(url.rstrip("/") + "/v1/models", headers=_auth(key), timeout=10)
+    except httpx.HTTPError as exc:
+        typer.secho(f"cannot reach {url}: {exc}; is `modelyard serve` running?", fg="red", err=True)
+        raise typer.Exit(1) from None
+    if resp.status_code != 200:
+        typer.secho(f"{resp.status_code}: {resp.text}", fg="red", err=True)
+        raise typer.Exit(1)
+    for entry in resp.json()["data"]:
+        typer.echo(f"{entry['id']:<32} {entry.get('owned_by', '')}")
+
+
+def _auth(key: str | None) -> dict[str, str]:
+    return {"authorization": f"Bearer {key}"} if key else {}
+
+
+@app.command()
+def chat(
+    model: Annotated[str, typer.Option("--model", "-m", help="Model to talk to.")] = "local",
+    url: GatewayURL = "http://127.0.0.1:4000",
+    key: KeyOption = None,
+    system: Annotated[str | None, typer.Option(help="System prompt.", show_default=False)] = None,
+    max_tokens: Annotated[int, typer.Option(help="Most tokens per answer.")] = 512,
+) -> None:
+    """Chat in the terminal through a running gateway (streamed). /reset clears, /quit or Ctrl-D exits."""
+    from modelyard.chat_repl import run_chat
+
+    sys.exit(run_chat(url=url, key=key, model=model, system=system, max_tokens=max_tokens))
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    typer.echo(__version__)
+
+
+def main() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    app()

@@ -1,0 +1,198 @@
+"""Phase two of the configuration: raw YAML → validated schema → frozen runtime config.
+
+Secrets are resolved here (``env:VAR`` / ``file:/path``); a missing one is an error that names the
+variable. Every problem is reported at once, each with its file and line.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from modelyard.config.defaults import LOCAL_CHAT_MODEL, cloud_models, embedded_models
+from modelyard.config.schema import Deployment, GatewayConfig, ModelConfig, ServerConfig
+from modelyard.errors import ConfigError
+
+CONFIG_ENV_VAR = "MODELYARD_CONFIG"
+MASTER_KEY_ENV_VAR = "MODELYARD_MASTER_KEY"
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedModel:
+    name: str
+    aliases: tuple[str, ...]
+    deployments: tuple[Deployment, ...]
+    secrets: tuple[str | None, ...]
+    """Resolved API key of each deployment (same order), None where there is none."""
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeConfig:
+    """The configuration the running gateway uses: validated, secrets resolved, names unique."""
+
+    server: ServerConfig
+    models: tuple[ResolvedModel, ...]
+    master_key: str | None
+    default_model: str | None
+    source: str
+
+    def model_names(self) -> list[str]:
+        return [m.name for m in self.models]
+
+
+def resolve_secret(reference: str, environ: Mapping[str, str], where: str) -> str:
+    """The value behind ``env:VAR`` or ``file:/path``; raises ValueError saying how to fix it."""
+    if reference.startswith("env:"):
+        var = reference[4:]
+        value = environ.get(var)
+        if not value:
+            raise ValueError(f"{where}: environment variable {var} is not set; export {var}=... and restart")
+        return value
+    if reference.startswith("file:"):
+        path = Path(reference[5:])
+        try:
+            return path.read_text().strip()
+        except OSError as exc:
+            raise ValueError(f"{where}: cannot read secret file {path}: {exc.strerror}") from None
+    raise ValueError(f"{where}: not a secret reference; write env:VARIABLE or file:/path")
+
+
+def _line_of(node: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
+    """The 1-based line of the YAML node at a pydantic error location (or its nearest parent)."""
+    line = node.start_mark.line + 1 if node is not None else None
+    for part in loc:
+        if node is None:
+            break
+        if isinstance(node, yaml.MappingNode):
+            matches = [(k, v) for k, v in node.value if isinstance(k, yaml.ScalarNode) and k.value == part]
+            if not matches:
+                # Discriminated unions add the tag ("openai") as a location part: skip it.
+                continue
+            key, node = matches[-1]
+            line = key.start_mark.line + 1
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            # Discriminated unions add the tag ("openai") as a location part: skip it.
+            continue
+    return line
+
+
+def _format_loc(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("openai", "anthropic", "llamacpp", "onnx-embeddings", "fake"):
+            continue
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def _parse_yaml(text: str, source: str) -> tuple[Any, yaml.Node | None]:
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark is not None else source
+        raise ConfigError([f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}"]) from None
+    return ({} if data is None else data), node
+
+
+def validate_raw(data: Any, node: yaml.Node | None, source: str) -> GatewayConfig:
+    if not isinstance(data, dict):
+        raise ConfigError([f"{source}:1: the top level must be a mapping (server:, models:, ...)"])
+    try:
+        return GatewayConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = tuple(err["loc"])
+            line = _line_of(node, loc)
+            where = f"{source}:{line}" if line else source
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                msg = "unknown key (check its spelling and indentation; see README's config section)"
+            problems.append(f"{where}: {_format_loc(loc)}: {msg}")
+        raise ConfigError(problems) from None
+
+
+def resolve(raw: GatewayConfig, environ: Mapping[str, str], source: str) -> RuntimeConfig:
+    """Add defaults, check cross references, resolve secrets. Raises ConfigError listing all problems."""
+    problems: list[str] = []
+    models: list[ModelConfig] = list(raw.models)
+    taken = {n for m in models for n in (m.name, *m.aliases)}
+    if raw.cloud_models_from_env:
+        models += [m for m in cloud_models(environ) if m.name not in taken]
+    if raw.embedded_models:
+        models += [m for m in embedded_models() if m.name not in taken]
+
+    seen: dict[str, str] = {}
+    resolved: list[ResolvedModel] = []
+    for index, model in enumerate(models):
+        for name in (model.name, *model.aliases):
+            if name in seen:
+                problems.append(f"{source}: models[{index}]: name {name!r} is already used by {seen[name]!r}")
+            seen[name] = model.name
+        secrets: list[str | None] = []
+        for d_index, dep in enumerate(model.deployments):
+            ref = getattr(dep, "api_key", None)
+            if ref is None:
+                secrets.append(None)
+                continue
+            try:
+                secrets.append(resolve_secret(ref, environ, f"models[{index}].deployments[{d_index}].api_key"))
+            except ValueError as exc:
+                problems.append(f"{source}: {exc}")
+                secrets.append(None)
+        resolved.append(ResolvedModel(model.name, tuple(model.aliases), tuple(model.deployments), tuple(secrets)))
+
+    master_key: str | None = None
+    if raw.server.master_key is not None:
+        try:
+            master_key = resolve_secret(raw.server.master_key, environ, "server.master_key")
+        except ValueError as exc:
+            problems.append(f"{source}: {exc}")
+    elif environ.get(MASTER_KEY_ENV_VAR):
+        master_key = environ[MASTER_KEY_ENV_VAR]
+
+    default_model = raw.default_model
+    if default_model is not None and default_model not in seen:
+        problems.append(f"{source}: default_model {default_model!r} is not a configured model name")
+    if default_model is None and resolved:
+        default_model = LOCAL_CHAT_MODEL if LOCAL_CHAT_MODEL in seen else resolved[0].name
+    if problems:
+        raise ConfigError(problems)
+    return RuntimeConfig(raw.server, tuple(resolved), master_key, default_model, source)
+
+
+def load_config(text: str | None, *, source: str = "<zero-config>", environ: Mapping[str, str] | None = None) -> RuntimeConfig:
+    """Load from YAML text (None = zero config)."""
+    env = os.environ if environ is None else environ
+    if text is None:
+        return resolve(GatewayConfig(), env, source)
+    data, node = _parse_yaml(text, source)
+    return resolve(validate_raw(data, node, source), env, source)
+
+
+def load_config_file(path: str | os.PathLike[str] | None, *, environ: Mapping[str, str] | None = None) -> RuntimeConfig:
+    """Load the file at ``path``, or at $MODELYARD_CONFIG, or zero config when neither is given."""
+    env = os.environ if environ is None else environ
+    chosen = path if path is not None else env.get(CONFIG_ENV_VAR)
+    if not chosen:
+        return load_config(None, environ=env)
+    file = Path(chosen)
+    try:
+        text = file.read_text()
+    except OSError as exc:
+        raise ConfigError([f"{file}: cannot read the config file: {exc.strerror}"]) from None
+    return load_config(text, source=str(file), environ=env)

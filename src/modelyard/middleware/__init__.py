@@ -1,0 +1,1 @@
+"""Request checks applied before any route runs."""

@@ -1,0 +1,1 @@
+"""Providers: one small async interface, one adapter per API family."""

@@ -1,0 +1,1 @@
+"""Routing and execution: which deployment serves a request, and the call itself."""

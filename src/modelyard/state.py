@@ -1,0 +1,77 @@
+"""AppState: everything the running gateway holds, built in the lifespan and passed explicitly."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+
+import aiohttp
+
+from modelyard.config.load import RuntimeConfig
+from modelyard.providers._http import new_session
+from modelyard.providers.registry import Registry
+from modelyard.redact import Redactor
+from modelyard.routing.chat import ChatService
+
+log = logging.getLogger("modelyard")
+
+
+@dataclass
+class AppState:
+    config: RuntimeConfig
+    session: aiohttp.ClientSession
+    registry: Registry
+    chat: ChatService
+    redact: Redactor
+    startup_errors: list[str] = field(default_factory=list)
+    _warmup: asyncio.Task[None] | None = None
+
+    @classmethod
+    def build(cls, config: RuntimeConfig) -> AppState:
+        secrets = [s for m in config.models for s in m.secrets if s]
+        if config.master_key:
+            secrets.append(config.master_key)
+        redact = Redactor(secrets)
+        session = new_session(config.server.connect_timeout_s)
+        registry = Registry(config, session, redact)
+        chat = ChatService(registry, default_anthropic_max_tokens=config.server.default_anthropic_max_tokens,
+                           redact=redact)
+        return cls(config, session, registry, chat, redact)
+
+    def start_local_models(self) -> None:
+        """Load local models in the background: /healthz answers at once, /readyz once loaded."""
+
+        async def warm() -> None:
+            for provider in self.registry.local_providers():
+                start = getattr(provider, "start", None)
+                if start is None:
+                    continue
+                try:
+                    await start()
+                except Exception as exc:  # noqa: BLE001 - reported by /readyz, not fatal to the server
+                    message = f"{provider.name}: failed to start: {self.redact(str(exc))}"
+                    self.startup_errors.append(message)
+                    log.error(message)
+
+        self._warmup = asyncio.create_task(warm())
+
+    async def ready(self) -> tuple[bool, list[str]]:
+        problems = list(self.startup_errors)
+        for provider in self.registry.providers():
+            if not await provider.ready():
+                problems.append(f"{provider.name}: still loading")
+        return not problems, problems
+
+    async def aclose(self) -> None:
+        if self._warmup is not None:
+            self._warmup.cancel()
+            with contextlib.suppress(BaseException):
+                await self._warmup
+        for provider in self.registry.providers():
+            try:
+                await provider.aclose()
+            except Exception as exc:  # noqa: BLE001 - close everything else regardless
+                log.warning("closing %s failed: %s", provider.name, self.redact(str(exc)))
+        await self.session.close()

@@ -95,7 +95,7 @@ class ModelyardApp:
                     self.state = AppState.build(self.config)
                     if self._start_local:
                         self.state.start_local_models()
-                except Exception as exc:  # noqa: BLE001 - report to the server, which exits
+                except Exception as exc:
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     return
                 await send({"type": "lifespan.startup.complete"})
@@ -110,7 +110,9 @@ class ModelyardApp:
         method: str = scope["method"]
         headers = header_map(scope)
         route = POST_ROUTES.get(path)
-        dialect = route[0] if route else (Dialect.ANTHROPIC if "anthropic-version" in headers else Dialect.OPENAI)
+        dialect = (
+            route[0] if route else (Dialect.ANTHROPIC if "anthropic-version" in headers else Dialect.OPENAI)
+        )
         ctx = RequestContext.new(dialect, headers)
         status = 200
         try:
@@ -124,7 +126,9 @@ class ModelyardApp:
             if route is not None:
                 if method != "POST":
                     raise MethodNotAllowed(f"{path} takes POST, not {method}")
-                body = parse_json_object(await read_body(receive, headers, state.config.server.max_body_bytes))
+                body = parse_json_object(
+                    await read_body(receive, headers, state.config.server.max_body_bytes)
+                )
                 await route[1](state, body, ctx, receive, send)
             elif path.rstrip("/") in ("/v1/models", "/models") and method == "GET":
                 await openai_api.list_models(state, ctx, send)
@@ -149,8 +153,15 @@ class ModelyardApp:
             )
         finally:
             if log.isEnabledFor(logging.INFO):
-                log.info("%s %s %s %d %s %.2fms", ctx.request_id, method, path, status, ctx.deployment or "-",
-                         ctx.overhead_ms())
+                log.info(
+                    "%s %s %s %d %s %.2fms",
+                    ctx.request_id,
+                    method,
+                    path,
+                    status,
+                    ctx.deployment or "-",
+                    ctx.overhead_ms(),
+                )
 
     @staticmethod
     async def _send_error(exc: GatewayError, ctx: RequestContext, send: Send) -> None:
@@ -158,8 +169,12 @@ class ModelyardApp:
             body = error_payload(exc, ctx)
             import orjson
 
-            await send_bytes(send, exc.status, orjson.dumps(body),
-                             [*ctx.response_headers(b"application/json"), *error_headers(exc)])
+            await send_bytes(
+                send,
+                exc.status,
+                orjson.dumps(body),
+                [*ctx.response_headers(b"application/json"), *error_headers(exc)],
+            )
         except RuntimeError:
             # The response had already started (a stream): nothing more can be said on it.
             pass

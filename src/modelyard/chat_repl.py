@@ -65,8 +65,12 @@ def run_chat(*, url: str, key: str | None, model: str, system: str | None, max_t
             history.append({"role": "user", "content": text})
             console.print(f"[bold cyan]{model}>[/bold cyan] ", end="")
             try:
-                answer = _stream_answer(client, endpoint, {"model": model, "messages": history, "stream": True,
-                                                           "max_tokens": max_tokens}, console)
+                answer = _stream_answer(
+                    client,
+                    endpoint,
+                    {"model": model, "messages": history, "stream": True, "max_tokens": max_tokens},
+                    console,
+                )
             except httpx.HTTPError as exc:
                 console.print(f"[red]cannot reach {url}: {exc}; is `modelyard serve` running?[/red]")
                 history.pop()

@@ -22,15 +22,24 @@ app = typer.Typer(
 
 ConfigOption = Annotated[
     Path | None,
-    typer.Option("--config", "-c", help="YAML config file (default: $MODELYARD_CONFIG, else zero config).",
-                 show_default=False),
+    typer.Option(
+        "--config",
+        "-c",
+        help="YAML config file (default: $MODELYARD_CONFIG, else zero config).",
+        show_default=False,
+    ),
 ]
 GatewayURL = Annotated[
     str, typer.Option("--url", envvar="MODELYARD_URL", help="Base URL of a running gateway.")
 ]
 KeyOption = Annotated[
-    str | None, typer.Option("--key", envvar="MODELYARD_API_KEY", help="API key for the gateway, if it needs one.",
-                             show_default=False)
+    str | None,
+    typer.Option(
+        "--key",
+        envvar="MODELYARD_API_KEY",
+        help="API key for the gateway, if it needs one.",
+        show_default=False,
+    ),
 ]
 
 
@@ -48,9 +57,13 @@ def _load(config: Path | None):  # type: ignore[no-untyped-def]
 @app.command()
 def serve(
     config: ConfigOption = None,
-    host: Annotated[str | None, typer.Option(help="Interface to bind [default: server.host, 127.0.0.1].",
-                                             show_default=False)] = None,
-    port: Annotated[int | None, typer.Option(help="Port [default: server.port, 4000].", show_default=False)] = None,
+    host: Annotated[
+        str | None,
+        typer.Option(help="Interface to bind [default: server.host, 127.0.0.1].", show_default=False),
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="Port [default: server.port, 4000].", show_default=False)
+    ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Run the gateway. With no config it serves the embedded local chat and embedding models."""
@@ -62,12 +75,20 @@ def serve(
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
     bind_host = host or runtime.server.host
     bind_port = port or runtime.server.port
-    typer.secho(f"modelyard {__version__} on http://{bind_host}:{bind_port}  ({runtime.source})", fg="green",
-                err=True)
+    typer.secho(
+        f"modelyard {__version__} on http://{bind_host}:{bind_port}  ({runtime.source})", fg="green", err=True
+    )
     typer.echo(f"models: {', '.join(runtime.model_names())}", err=True)
     uvicorn.run(
-        create_app(runtime), host=bind_host, port=bind_port, loop="uvloop", http="httptools",
-        access_log=False, log_level=log_level, lifespan="on", timeout_graceful_shutdown=10,
+        create_app(runtime),
+        host=bind_host,
+        port=bind_port,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_level=log_level,
+        lifespan="on",
+        timeout_graceful_shutdown=10,
     )
 
 
@@ -79,8 +100,10 @@ def check_config(
     runtime = _load(file)
     typer.secho(f"{file}: OK", fg="green")
     for model in runtime.models:
-        deps = ", ".join(f"{d.provider}:{getattr(d, 'model', None) or getattr(d, 'path', None) or 'embedded'}"
-                         for d in model.deployments)
+        deps = ", ".join(
+            f"{d.provider}:{getattr(d, 'model', None) or getattr(d, 'path', None) or 'embedded'}"
+            for d in model.deployments
+        )
         aliases = f" (aliases: {', '.join(model.aliases)})" if model.aliases else ""
         typer.echo(f"  {model.name}{aliases} -> {deps}")
 

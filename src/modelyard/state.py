@@ -36,8 +36,9 @@ class AppState:
         redact = Redactor(secrets)
         session = new_session(config.server.connect_timeout_s)
         registry = Registry(config, session, redact)
-        chat = ChatService(registry, default_anthropic_max_tokens=config.server.default_anthropic_max_tokens,
-                           redact=redact)
+        chat = ChatService(
+            registry, default_anthropic_max_tokens=config.server.default_anthropic_max_tokens, redact=redact
+        )
         return cls(config, session, registry, chat, redact)
 
     def start_local_models(self) -> None:
@@ -50,7 +51,7 @@ class AppState:
                     continue
                 try:
                     await start()
-                except Exception as exc:  # noqa: BLE001 - reported by /readyz, not fatal to the server
+                except Exception as exc:
                     message = f"{provider.name}: failed to start: {self.redact(str(exc))}"
                     self.startup_errors.append(message)
                     log.error(message)
@@ -72,6 +73,6 @@ class AppState:
         for provider in self.registry.providers():
             try:
                 await provider.aclose()
-            except Exception as exc:  # noqa: BLE001 - close everything else regardless
+            except Exception as exc:
                 log.warning("closing %s failed: %s", provider.name, self.redact(str(exc)))
         await self.session.close()

@@ -11,9 +11,13 @@ from modelyard.routing.tokens import count_anthropic_request
 from modelyard.state import AppState
 
 
-async def messages(state: AppState, body: dict[str, Any], ctx: RequestContext, receive: Receive, send: Send) -> None:
+async def messages(
+    state: AppState, body: dict[str, Any], ctx: RequestContext, receive: Receive, send: Send
+) -> None:
     server = state.config.server
-    check_anthropic_messages(body, max_messages=server.max_messages, max_output_tokens=server.max_output_tokens)
+    check_anthropic_messages(
+        body, max_messages=server.max_messages, max_output_tokens=server.max_output_tokens
+    )
     if body.get("stream"):
         outcome = await state.chat.stream(WireProtocol.ANTHROPIC, body, ctx)
         headers = ctx.response_headers(b"text/event-stream; charset=utf-8")
@@ -28,8 +32,9 @@ async def messages(state: AppState, body: dict[str, Any], ctx: RequestContext, r
 
 async def count_tokens(state: AppState, body: dict[str, Any], ctx: RequestContext, send: Send) -> None:
     server = state.config.server
-    check_anthropic_messages(body, max_messages=server.max_messages, max_output_tokens=server.max_output_tokens,
-                             count_only=True)
+    check_anthropic_messages(
+        body, max_messages=server.max_messages, max_output_tokens=server.max_output_tokens, count_only=True
+    )
     target = state.registry.resolve(body["model"])
     ctx.deployment = target.label
     tokens = await count_anthropic_request(target, body, ctx.request_id)

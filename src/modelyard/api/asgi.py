@@ -109,11 +109,14 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
     return data
 
 
-async def send_bytes(
-    send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]
-) -> None:
-    await send({"type": "http.response.start", "status": status,
-                "headers": [*headers, (b"content-length", str(len(body)).encode())]})
+async def send_bytes(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [*headers, (b"content-length", str(len(body)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -140,8 +143,13 @@ async def send_stream(
 
     watcher = asyncio.create_task(watch())
     try:
-        await send({"type": "http.response.start", "status": 200, "headers": [
-            *headers, (b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [*headers, (b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")],
+            }
+        )
         await send({"type": "http.response.body", "body": first, "more_body": True})
         async for chunk in rest:
             if disconnected.is_set():

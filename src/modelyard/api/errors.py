@@ -13,8 +13,11 @@ from modelyard.providers.base import SSEEvent
 
 def error_payload(exc: GatewayError, ctx: RequestContext) -> dict[str, Any]:
     if ctx.dialect is Dialect.ANTHROPIC:
-        return {"type": "error", "error": {"type": exc.anthropic_type, "message": exc.message},
-                "request_id": ctx.request_id}
+        return {
+            "type": "error",
+            "error": {"type": exc.anthropic_type, "message": exc.message},
+            "request_id": ctx.request_id,
+        }
     return {"error": {"message": exc.message, "type": exc.openai_type, "param": exc.param, "code": exc.code}}
 
 

@@ -57,15 +57,25 @@ async def embeddings(state: AppState, body: dict[str, Any], ctx: RequestContext,
         arr = np.asarray(vectors, dtype=np.float32)[:, :dimensions]
         arr /= np.linalg.norm(arr, axis=1, keepdims=True) + 1e-12
         vectors = arr.tolist()
-    data = [{"object": "embedding", "index": i, "embedding": _encode_vector(v, fmt)} for i, v in enumerate(vectors)]
-    await send_json(send, 200, {
-        "object": "list", "data": data, "model": body["model"],
-        "usage": {"prompt_tokens": result.prompt_tokens, "total_tokens": result.prompt_tokens},
-    }, ctx)
+    data = [
+        {"object": "embedding", "index": i, "embedding": _encode_vector(v, fmt)}
+        for i, v in enumerate(vectors)
+    ]
+    await send_json(
+        send,
+        200,
+        {
+            "object": "list",
+            "data": data,
+            "model": body["model"],
+            "usage": {"prompt_tokens": result.prompt_tokens, "total_tokens": result.prompt_tokens},
+        },
+        ctx,
+    )
 
 
 def _model_entries(state: AppState) -> list[tuple[str, str]]:
-    entries = []
+    entries: list[tuple[str, str]] = []
     for model in state.registry.models:
         owner = model.deployments[0].provider
         entries += [(name, owner) for name in (model.name, *model.aliases)]
@@ -74,24 +84,49 @@ def _model_entries(state: AppState) -> list[tuple[str, str]]:
 
 async def list_models(state: AppState, ctx: RequestContext, send: Send) -> None:
     if "anthropic-version" in ctx.headers:
-        data = [{"type": "model", "id": name, "display_name": name, "created_at": "2025-01-01T00:00:00Z"}
-                for name, _ in _model_entries(state)]
-        await send_json(send, 200, {"data": data, "has_more": False,
-                                    "first_id": data[0]["id"] if data else None,
-                                    "last_id": data[-1]["id"] if data else None}, ctx)
+        data = [
+            {"type": "model", "id": name, "display_name": name, "created_at": "2025-01-01T00:00:00Z"}
+            for name, _ in _model_entries(state)
+        ]
+        await send_json(
+            send,
+            200,
+            {
+                "data": data,
+                "has_more": False,
+                "first_id": data[0]["id"] if data else None,
+                "last_id": data[-1]["id"] if data else None,
+            },
+            ctx,
+        )
         return
-    await send_json(send, 200, {"object": "list", "data": [
-        {"id": name, "object": "model", "created": 0, "owned_by": owner} for name, owner in _model_entries(state)
-    ]}, ctx)
+    await send_json(
+        send,
+        200,
+        {
+            "object": "list",
+            "data": [
+                {"id": name, "object": "model", "created": 0, "owned_by": owner}
+                for name, owner in _model_entries(state)
+            ],
+        },
+        ctx,
+    )
 
 
 async def get_model(state: AppState, model_id: str, ctx: RequestContext, send: Send) -> None:
     for name, owner in _model_entries(state):
         if name == model_id:
             if "anthropic-version" in ctx.headers:
-                await send_json(send, 200, {"type": "model", "id": name, "display_name": name,
-                                            "created_at": "2025-01-01T00:00:00Z"}, ctx)
+                await send_json(
+                    send,
+                    200,
+                    {"type": "model", "id": name, "display_name": name, "created_at": "2025-01-01T00:00:00Z"},
+                    ctx,
+                )
             else:
-                await send_json(send, 200, {"id": name, "object": "model", "created": 0, "owned_by": owner}, ctx)
+                await send_json(
+                    send, 200, {"id": name, "object": "model", "created": 0, "owned_by": owner}, ctx
+                )
             return
     raise NotFoundError(f"model {model_id!r} is not served here; GET /v1/models lists them")

@@ -12,10 +12,21 @@ from modelyard.errors import InvalidRequestError
 
 OPENAI_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 OPENAI_PART_TYPES = frozenset({"text", "image_url", "input_audio", "file", "refusal"})
-ANTHROPIC_BLOCK_TYPES = frozenset({
-    "text", "image", "document", "tool_use", "tool_result", "thinking", "redacted_thinking",
-    "server_tool_use", "web_search_tool_result", "search_result", "container_upload",
-})
+ANTHROPIC_BLOCK_TYPES = frozenset(
+    {
+        "text",
+        "image",
+        "document",
+        "tool_use",
+        "tool_result",
+        "thinking",
+        "redacted_thinking",
+        "server_tool_use",
+        "web_search_tool_result",
+        "search_result",
+        "container_upload",
+    }
+)
 
 
 def _fail(message: str, param: str) -> InvalidRequestError:
@@ -23,8 +34,18 @@ def _fail(message: str, param: str) -> InvalidRequestError:
 
 
 def _type_name(value: Any) -> str:
-    return "null" if value is None else {"str": "string", "int": "integer", "float": "number", "bool": "boolean",
-                                         "list": "array", "dict": "object"}.get(type(value).__name__, "value")
+    return (
+        "null"
+        if value is None
+        else {
+            "str": "string",
+            "int": "integer",
+            "float": "number",
+            "bool": "boolean",
+            "list": "array",
+            "dict": "object",
+        }.get(type(value).__name__, "value")
+    )
 
 
 def _is_int(value: Any) -> bool:
@@ -65,7 +86,9 @@ def check_max_tokens(body: dict[str, Any], name: str, limit: int, *, required: b
     if value < 1:
         raise _fail(f"'{name}' must be at least 1, got {value}", name)
     if value > limit:
-        raise _fail(f"'{name}' is {value}; the most this gateway allows is {limit} (server.max_output_tokens)", name)
+        raise _fail(
+            f"'{name}' is {value}; the most this gateway allows is {limit} (server.max_output_tokens)", name
+        )
 
 
 def _check_stop(value: Any, name: str) -> None:
@@ -89,8 +112,10 @@ def _check_messages_list(body: dict[str, Any], max_messages: int) -> list[Any]:
     if not messages:
         raise _fail("'messages' must contain at least one message", "messages")
     if len(messages) > max_messages:
-        raise _fail(f"'messages' has {len(messages)} entries; the limit is {max_messages} (server.max_messages)",
-                    "messages")
+        raise _fail(
+            f"'messages' has {len(messages)} entries; the limit is {max_messages} (server.max_messages)",
+            "messages",
+        )
     return messages
 
 
@@ -102,25 +127,36 @@ def check_openai_chat(body: dict[str, Any], *, max_messages: int, max_output_tok
             raise _fail(f"'{where}' must be an object with 'role' and 'content'", where)
         role = message.get("role")
         if role not in OPENAI_ROLES:
-            raise _fail(f"'{where}.role' must be one of {', '.join(sorted(OPENAI_ROLES))}; got {role!r}",
-                        f"{where}.role")
+            raise _fail(
+                f"'{where}.role' must be one of {', '.join(sorted(OPENAI_ROLES))}; got {role!r}",
+                f"{where}.role",
+            )
         content = message.get("content")
         if content is None:
-            if role not in ("assistant", "function") or not (message.get("tool_calls") or message.get("function_call")):
-                if not (role == "assistant" and "content" in message):
-                    raise _fail(f"'{where}.content' is required for a {role} message", f"{where}.content")
+            # Only an assistant turn may omit content (it then carries tool_calls).
+            if role != "assistant":
+                raise _fail(f"'{where}.content' is required for a {role} message", f"{where}.content")
         elif isinstance(content, list):
             for j, part in enumerate(content):
                 if not isinstance(part, dict) or part.get("type") not in OPENAI_PART_TYPES:
-                    raise _fail(f"'{where}.content[{j}]' must be a content part with type one of "
-                                f"{', '.join(sorted(OPENAI_PART_TYPES))}", f"{where}.content[{j}]")
+                    raise _fail(
+                        f"'{where}.content[{j}]' must be a content part with type one of "
+                        f"{', '.join(sorted(OPENAI_PART_TYPES))}",
+                        f"{where}.content[{j}]",
+                    )
                 if part["type"] == "text" and not isinstance(part.get("text"), str):
                     raise _fail(f"'{where}.content[{j}].text' must be a string", f"{where}.content[{j}].text")
-                if part["type"] == "image_url" and not isinstance((part.get("image_url") or {}).get("url"), str):
-                    raise _fail(f"'{where}.content[{j}].image_url.url' must be a string (https:// or data: URL)",
-                                f"{where}.content[{j}].image_url")
+                if part["type"] == "image_url" and not isinstance(
+                    (part.get("image_url") or {}).get("url"), str
+                ):
+                    raise _fail(
+                        f"'{where}.content[{j}].image_url.url' must be a string (https:// or data: URL)",
+                        f"{where}.content[{j}].image_url",
+                    )
         elif not isinstance(content, str):
-            raise _fail(f"'{where}.content' must be a string or an array of content parts", f"{where}.content")
+            raise _fail(
+                f"'{where}.content' must be a string or an array of content parts", f"{where}.content"
+            )
         if role == "tool" and not isinstance(message.get("tool_call_id"), str):
             raise _fail(f"'{where}.tool_call_id' is required for a tool message", f"{where}.tool_call_id")
         tool_calls = message.get("tool_calls")
@@ -129,9 +165,15 @@ def check_openai_chat(body: dict[str, Any], *, max_messages: int, max_output_tok
                 raise _fail(f"'{where}.tool_calls' must be an array", f"{where}.tool_calls")
             for j, call in enumerate(tool_calls):
                 fn = call.get("function") if isinstance(call, dict) else None
-                if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) or not isinstance(call.get("id"), str):
-                    raise _fail(f"'{where}.tool_calls[{j}]' needs 'id' and 'function' with 'name' and 'arguments'",
-                                f"{where}.tool_calls[{j}]")
+                if (
+                    not isinstance(fn, dict)
+                    or not isinstance(fn.get("name"), str)
+                    or not isinstance(call.get("id"), str)
+                ):
+                    raise _fail(
+                        f"'{where}.tool_calls[{j}]' needs 'id' and 'function' with 'name' and 'arguments'",
+                        f"{where}.tool_calls[{j}]",
+                    )
     for name in ("max_tokens", "max_completion_tokens"):
         check_max_tokens(body, name, max_output_tokens)
     _check_range(body, "temperature", 0, 2)
@@ -158,16 +200,23 @@ def check_openai_chat(body: dict[str, Any], *, max_messages: int, max_output_tok
         for i, tool in enumerate(tools):
             fn = tool.get("function") if isinstance(tool, dict) else None
             if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
-                raise _fail(f"'tools[{i}]' must be {{type: 'function', function: {{name, parameters}}}}", f"tools[{i}]")
+                raise _fail(
+                    f"'tools[{i}]' must be {{type: 'function', function: {{name, parameters}}}}",
+                    f"tools[{i}]",
+                )
     choice = body.get("tool_choice")
     if choice is not None and not (choice in ("none", "auto", "required") or isinstance(choice, dict)):
-        raise _fail("'tool_choice' must be 'none', 'auto', 'required' or {type: 'function', function: {name}}",
-                    "tool_choice")
+        raise _fail(
+            "'tool_choice' must be 'none', 'auto', 'required' or {type: 'function', function: {name}}",
+            "tool_choice",
+        )
     fmt = body.get("response_format")
     if fmt is not None:
         kind = fmt.get("type") if isinstance(fmt, dict) else None
         if kind not in ("text", "json_object", "json_schema"):
-            raise _fail("'response_format.type' must be 'text', 'json_object' or 'json_schema'", "response_format")
+            raise _fail(
+                "'response_format.type' must be 'text', 'json_object' or 'json_schema'", "response_format"
+            )
         if kind == "json_schema" and not isinstance((fmt.get("json_schema") or {}).get("name"), str):
             raise _fail("'response_format.json_schema' needs a 'name' and a 'schema'", "response_format")
     options = body.get("stream_options")
@@ -189,24 +238,37 @@ def check_anthropic_messages(
         if not isinstance(message, dict):
             raise _fail(f"{where}: each message must be an object with 'role' and 'content'", where)
         if message.get("role") not in ("user", "assistant"):
-            raise _fail(f"{where}.role: must be 'user' or 'assistant' (put system prompts in the top-level "
-                        f"'system' field); got {message.get('role')!r}", f"{where}.role")
+            raise _fail(
+                f"{where}.role: must be 'user' or 'assistant' (put system prompts in the top-level "
+                f"'system' field); got {message.get('role')!r}",
+                f"{where}.role",
+            )
         content = message.get("content")
         if isinstance(content, list):
             for j, block in enumerate(content):
                 if not isinstance(block, dict) or block.get("type") not in ANTHROPIC_BLOCK_TYPES:
                     got = block.get("type") if isinstance(block, dict) else _type_name(block)
-                    raise _fail(f"{where}.content.{j}: unknown content block type {got!r}", f"{where}.content.{j}")
+                    raise _fail(
+                        f"{where}.content.{j}: unknown content block type {got!r}", f"{where}.content.{j}"
+                    )
                 if block["type"] == "text" and not isinstance(block.get("text"), str):
                     raise _fail(f"{where}.content.{j}.text: must be a string", f"{where}.content.{j}.text")
-                if block["type"] == "tool_use" and not (isinstance(block.get("id"), str) and isinstance(block.get("name"), str)):
-                    raise _fail(f"{where}.content.{j}: a tool_use block needs 'id', 'name' and 'input'",
-                                f"{where}.content.{j}")
+                if block["type"] == "tool_use" and not (
+                    isinstance(block.get("id"), str) and isinstance(block.get("name"), str)
+                ):
+                    raise _fail(
+                        f"{where}.content.{j}: a tool_use block needs 'id', 'name' and 'input'",
+                        f"{where}.content.{j}",
+                    )
                 if block["type"] == "tool_result" and not isinstance(block.get("tool_use_id"), str):
-                    raise _fail(f"{where}.content.{j}.tool_use_id: required for a tool_result block",
-                                f"{where}.content.{j}")
+                    raise _fail(
+                        f"{where}.content.{j}.tool_use_id: required for a tool_result block",
+                        f"{where}.content.{j}",
+                    )
         elif not isinstance(content, str):
-            raise _fail(f"{where}.content: must be a string or an array of content blocks", f"{where}.content")
+            raise _fail(
+                f"{where}.content: must be a string or an array of content blocks", f"{where}.content"
+            )
     system = body.get("system")
     if system is not None and not isinstance(system, str | list):
         raise _fail("system: must be a string or an array of text blocks", "system")
@@ -217,14 +279,20 @@ def check_anthropic_messages(
     if stops is not None and (not isinstance(stops, list) or not all(isinstance(s, str) for s in stops)):
         raise _fail("stop_sequences: must be an array of strings", "stop_sequences")
     tools = body.get("tools")
-    if tools is not None:
-        if not isinstance(tools, list) or not all(isinstance(t, dict) and isinstance(t.get("name"), str) for t in tools):
-            raise _fail("tools: must be an array of {name, description, input_schema}", "tools")
+    if tools is not None and (
+        not isinstance(tools, list)
+        or not all(isinstance(t, dict) and isinstance(t.get("name"), str) for t in tools)
+    ):
+        raise _fail("tools: must be an array of {name, description, input_schema}", "tools")
     choice = body.get("tool_choice")
-    if choice is not None and (not isinstance(choice, dict) or choice.get("type") not in ("auto", "any", "tool", "none")):
+    if choice is not None and (
+        not isinstance(choice, dict) or choice.get("type") not in ("auto", "any", "tool", "none")
+    ):
         raise _fail("tool_choice: must be {type: 'auto' | 'any' | 'tool' | 'none'}", "tool_choice")
     thinking = body.get("thinking")
-    if thinking is not None and (not isinstance(thinking, dict) or thinking.get("type") not in ("enabled", "disabled", "adaptive")):
+    if thinking is not None and (
+        not isinstance(thinking, dict) or thinking.get("type") not in ("enabled", "disabled", "adaptive")
+    ):
         raise _fail("thinking: must be {type: 'enabled', budget_tokens: N} or {type: 'disabled'}", "thinking")
     if body.get("metadata") is not None and not isinstance(body["metadata"], dict):
         raise _fail("metadata: must be an object", "metadata")

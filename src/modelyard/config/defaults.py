@@ -80,7 +80,10 @@ def cloud_models(environ: Mapping[str, str]) -> list[ModelConfig]:
                     name=name,
                     deployments=[
                         AnthropicDeployment(
-                            provider="anthropic", model=name, base_url=base_url, api_key="env:ANTHROPIC_API_KEY"
+                            provider="anthropic",
+                            model=name,
+                            base_url=base_url,
+                            api_key="env:ANTHROPIC_API_KEY",
                         )
                     ],
                 )

@@ -150,11 +150,15 @@ def resolve(raw: GatewayConfig, environ: Mapping[str, str], source: str) -> Runt
                 secrets.append(None)
                 continue
             try:
-                secrets.append(resolve_secret(ref, environ, f"models[{index}].deployments[{d_index}].api_key"))
+                secrets.append(
+                    resolve_secret(ref, environ, f"models[{index}].deployments[{d_index}].api_key")
+                )
             except ValueError as exc:
                 problems.append(f"{source}: {exc}")
                 secrets.append(None)
-        resolved.append(ResolvedModel(model.name, tuple(model.aliases), tuple(model.deployments), tuple(secrets)))
+        resolved.append(
+            ResolvedModel(model.name, tuple(model.aliases), tuple(model.deployments), tuple(secrets))
+        )
 
     master_key: str | None = None
     if raw.server.master_key is not None:
@@ -175,7 +179,9 @@ def resolve(raw: GatewayConfig, environ: Mapping[str, str], source: str) -> Runt
     return RuntimeConfig(raw.server, tuple(resolved), master_key, default_model, source)
 
 
-def load_config(text: str | None, *, source: str = "<zero-config>", environ: Mapping[str, str] | None = None) -> RuntimeConfig:
+def load_config(
+    text: str | None, *, source: str = "<zero-config>", environ: Mapping[str, str] | None = None
+) -> RuntimeConfig:
     """Load from YAML text (None = zero config)."""
     env = os.environ if environ is None else environ
     if text is None:
@@ -184,7 +190,9 @@ def load_config(text: str | None, *, source: str = "<zero-config>", environ: Map
     return resolve(validate_raw(data, node, source), env, source)
 
 
-def load_config_file(path: str | os.PathLike[str] | None, *, environ: Mapping[str, str] | None = None) -> RuntimeConfig:
+def load_config_file(
+    path: str | os.PathLike[str] | None, *, environ: Mapping[str, str] | None = None
+) -> RuntimeConfig:
     """Load the file at ``path``, or at $MODELYARD_CONFIG, or zero config when neither is given."""
     env = os.environ if environ is None else environ
     chosen = path if path is not None else env.get(CONFIG_ENV_VAR)

@@ -29,7 +29,9 @@ class MasterKeyAuth:
             )
         candidate = hashlib.sha256(presented.encode()).digest()
         if not hmac.compare_digest(candidate, self._digest):
-            raise AuthenticationError("invalid API key (it is not the gateway's key; check MODELYARD_MASTER_KEY)")
+            raise AuthenticationError(
+                "invalid API key (it is not the gateway's key; check MODELYARD_MASTER_KEY)"
+            )
 
     @staticmethod
     def presented_key(headers: dict[str, str]) -> str | None:

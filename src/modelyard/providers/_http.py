@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -33,7 +32,7 @@ def map_transport_errors(provider: str, model: str, redact: Redactor) -> Iterato
         yield
     except UpstreamError:
         raise
-    except (TimeoutError, asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
+    except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
         raise UpstreamTimeoutError(
             f"{provider} model {model!r} did not answer in time; raise timeout_s in the config if "
             "this model is slow",
@@ -73,7 +72,9 @@ def error_from_response(
         status=status,
         provider=provider,
         model=model,
-        headers={k: v for k, v in headers.items() if k.lower() in ("retry-after", "x-request-id", "request-id")},
+        headers={
+            k: v for k, v in headers.items() if k.lower() in ("retry-after", "x-request-id", "request-id")
+        },
         code=code,
         upstream_type=upstream_type,
     )

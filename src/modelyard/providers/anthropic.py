@@ -55,7 +55,10 @@ class AnthropicProvider(Provider):
         model = str(body.get("model"))
         with map_transport_errors(self.name, model, self._redact):
             async with self._session.post(
-                self._base_url + path, data=orjson.dumps(body), headers=self._request_headers(ctx), timeout=self._timeout
+                self._base_url + path,
+                data=orjson.dumps(body),
+                headers=self._request_headers(ctx),
+                timeout=self._timeout,
             ) as resp:
                 raw = await resp.read()
                 if resp.status >= 400:
@@ -78,7 +81,10 @@ class AnthropicProvider(Provider):
         headers = {**self._request_headers(ctx), "accept": "text/event-stream"}
         with map_transport_errors(self.name, model, self._redact):
             async with self._session.post(
-                self._base_url + "/v1/messages", data=orjson.dumps(body), headers=headers, timeout=self._timeout
+                self._base_url + "/v1/messages",
+                data=orjson.dumps(body),
+                headers=headers,
+                timeout=self._timeout,
             ) as resp:
                 if resp.status >= 400:
                     raw = await resp.read()

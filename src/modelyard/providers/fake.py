@@ -29,7 +29,9 @@ def _text_of(content: Any) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict) and p.get("type") == "text")
+        return " ".join(
+            str(p.get("text", "")) for p in content if isinstance(p, dict) and p.get("type") == "text"
+        )
     return ""
 
 
@@ -38,7 +40,9 @@ def _args_for(schema: Any) -> JSONDict:
     out: JSONDict = {}
     for name, spec in props.items():
         kind = spec.get("type") if isinstance(spec, dict) else None
-        out[name] = {"integer": 1, "number": 1.5, "boolean": True, "array": [], "object": {}}.get(str(kind), "test")
+        out[name] = {"integer": 1, "number": 1.5, "boolean": True, "array": [], "object": {}}.get(
+            str(kind), "test"
+        )
     return out
 
 
@@ -55,13 +59,16 @@ class FakeProvider(Provider):
         if model.startswith("error-"):
             status = int(model.removeprefix("error-") or 500)
             raise UpstreamError(
-                f"fake upstream error ({status})", status=status, provider=self.name, model=model,
+                f"fake upstream error ({status})",
+                status=status,
+                provider=self.name,
+                model=model,
                 headers={"retry-after": "1"} if status == 429 else None,
             )
         if model.startswith("slow-"):
             await asyncio.sleep(int(model.removeprefix("slow-")) / 1000)
         messages = body.get("messages") or []
-        last_user = next((m for m in reversed(messages) if m.get("role") == "user"), {})
+        last_user: JSONDict = next((m for m in reversed(messages) if m.get("role") == "user"), {})
         text = "echo: " + _text_of(last_user.get("content"))
         calls: list[tuple[str, str, JSONDict]] = []
         if model == "tool-call":
@@ -89,8 +96,13 @@ class FakeProvider(Provider):
             content: list[JSONDict] = [{"type": "text", "text": text}] if text else []
             content += [{"type": "tool_use", "id": i, "name": n, "input": a} for i, n, a in calls]
             return {
-                "id": "msg_fake" + ctx.request_id[-12:], "type": "message", "role": "assistant", "model": model,
-                "content": content, "stop_reason": "tool_use" if calls else "end_turn", "stop_sequence": None,
+                "id": "msg_fake" + ctx.request_id[-12:],
+                "type": "message",
+                "role": "assistant",
+                "model": model,
+                "content": content,
+                "stop_reason": "tool_use" if calls else "end_turn",
+                "stop_sequence": None,
                 "usage": {"input_tokens": prompt, "output_tokens": completion},
             }
         message: JSONDict = {"role": "assistant", "content": text or None, "refusal": None}
@@ -100,11 +112,23 @@ class FakeProvider(Provider):
                 for i, n, a in calls
             ]
         return {
-            "id": "chatcmpl-fake" + ctx.request_id[-12:], "object": "chat.completion", "created": int(time.time()),
+            "id": "chatcmpl-fake" + ctx.request_id[-12:],
+            "object": "chat.completion",
+            "created": int(time.time()),
             "model": model,
-            "choices": [{"index": 0, "message": message, "logprobs": None,
-                         "finish_reason": "tool_calls" if calls else "stop"}],
-            "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion},
+            "choices": [
+                {
+                    "index": 0,
+                    "message": message,
+                    "logprobs": None,
+                    "finish_reason": "tool_calls" if calls else "stop",
+                }
+            ],
+            "usage": {
+                "prompt_tokens": prompt,
+                "completion_tokens": completion,
+                "total_tokens": prompt + completion,
+            },
         }
 
     # -- streaming ----------------------------------------------------------------------------------
@@ -115,24 +139,40 @@ class FakeProvider(Provider):
             words[-1] = words[-1][:-1]
         cut = int(model.removeprefix("stream-cut-")) if model.startswith("stream-cut-") else None
         events = (
-            self._anthropic_events(body, words, calls, model) if self.protocol is WireProtocol.ANTHROPIC
+            self._anthropic_events(body, words, calls, model)
+            if self.protocol is WireProtocol.ANTHROPIC
             else self._openai_events(body, words, calls, model, ctx)
         )
         for n, event in enumerate(events):
             if cut is not None and n > cut:
-                raise UpstreamConnectionError("fake upstream dropped the stream", provider=self.name, model=model)
+                raise UpstreamConnectionError(
+                    "fake upstream dropped the stream", provider=self.name, model=model
+                )
             await asyncio.sleep(0)
             yield event
 
     def _openai_events(
-        self, body: JSONDict, words: list[str], calls: list[tuple[str, str, JSONDict]], model: str, ctx: CallContext
+        self,
+        body: JSONDict,
+        words: list[str],
+        calls: list[tuple[str, str, JSONDict]],
+        model: str,
+        ctx: CallContext,
     ) -> list[SSEEvent]:
-        base = {"id": "chatcmpl-fake" + ctx.request_id[-12:], "object": "chat.completion.chunk",
-                "created": int(time.time()), "model": model, "system_fingerprint": None}
+        base = {
+            "id": "chatcmpl-fake" + ctx.request_id[-12:],
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": model,
+            "system_fingerprint": None,
+        }
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
 
         def chunk(delta: JSONDict, finish: str | None = None) -> SSEEvent:
-            data = {**base, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+            data = {
+                **base,
+                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+            }
             if include_usage:
                 data["usage"] = None
             return SSEEvent(orjson.dumps(data))
@@ -140,8 +180,20 @@ class FakeProvider(Provider):
         out = [chunk({"role": "assistant", "content": "", "refusal": None})]
         out += [chunk({"content": w}) for w in words]
         for idx, (cid, name, args) in enumerate(calls):
-            out.append(chunk({"tool_calls": [{"index": idx, "id": cid, "type": "function",
-                                              "function": {"name": name, "arguments": ""}}]}))
+            out.append(
+                chunk(
+                    {
+                        "tool_calls": [
+                            {
+                                "index": idx,
+                                "id": cid,
+                                "type": "function",
+                                "function": {"name": name, "arguments": ""},
+                            }
+                        ]
+                    }
+                )
+            )
             raw = orjson.dumps(args).decode()
             half = len(raw) // 2
             for part in (raw[:half], raw[half:]):
@@ -149,8 +201,21 @@ class FakeProvider(Provider):
         out.append(chunk({}, "tool_calls" if calls else "stop"))
         if include_usage:
             prompt, completion = self._prompt_tokens(body), max(1, len(words)) + len(calls)
-            out.append(SSEEvent(orjson.dumps({**base, "choices": [], "usage": {
-                "prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}})))
+            out.append(
+                SSEEvent(
+                    orjson.dumps(
+                        {
+                            **base,
+                            "choices": [],
+                            "usage": {
+                                "prompt_tokens": prompt,
+                                "completion_tokens": completion,
+                                "total_tokens": prompt + completion,
+                            },
+                        }
+                    )
+                )
+            )
         out.append(SSEEvent(b"[DONE]"))
         return out
 
@@ -161,27 +226,57 @@ class FakeProvider(Provider):
             return SSEEvent(orjson.dumps({"type": kind, **data}), kind)
 
         prompt = self._prompt_tokens(body)
-        out = [ev("message_start", message={
-            "id": "msg_fake", "type": "message", "role": "assistant", "model": model, "content": [],
-            "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": prompt, "output_tokens": 1}}),
-            ev("ping")]
+        out = [
+            ev(
+                "message_start",
+                message={
+                    "id": "msg_fake",
+                    "type": "message",
+                    "role": "assistant",
+                    "model": model,
+                    "content": [],
+                    "stop_reason": None,
+                    "stop_sequence": None,
+                    "usage": {"input_tokens": prompt, "output_tokens": 1},
+                },
+            ),
+            ev("ping"),
+        ]
         index = 0
         if words:
             out.append(ev("content_block_start", index=0, content_block={"type": "text", "text": ""}))
-            out += [ev("content_block_delta", index=0, delta={"type": "text_delta", "text": w}) for w in words]
+            out += [
+                ev("content_block_delta", index=0, delta={"type": "text_delta", "text": w}) for w in words
+            ]
             out.append(ev("content_block_stop", index=0))
             index = 1
         for cid, name, args in calls:
-            out.append(ev("content_block_start", index=index,
-                          content_block={"type": "tool_use", "id": cid, "name": name, "input": {}}))
+            out.append(
+                ev(
+                    "content_block_start",
+                    index=index,
+                    content_block={"type": "tool_use", "id": cid, "name": name, "input": {}},
+                )
+            )
             raw = orjson.dumps(args).decode()
             half = len(raw) // 2
             for part in (raw[:half], raw[half:]):
-                out.append(ev("content_block_delta", index=index, delta={"type": "input_json_delta", "partial_json": part}))
+                out.append(
+                    ev(
+                        "content_block_delta",
+                        index=index,
+                        delta={"type": "input_json_delta", "partial_json": part},
+                    )
+                )
             out.append(ev("content_block_stop", index=index))
             index += 1
-        out.append(ev("message_delta", delta={"stop_reason": "tool_use" if calls else "end_turn", "stop_sequence": None},
-                      usage={"output_tokens": max(1, len(words)) + len(calls)}))
+        out.append(
+            ev(
+                "message_delta",
+                delta={"stop_reason": "tool_use" if calls else "end_turn", "stop_sequence": None},
+                usage={"output_tokens": max(1, len(words)) + len(calls)},
+            )
+        )
         out.append(ev("message_stop"))
         return out
 

@@ -46,7 +46,10 @@ class Registry:
         self._targets: dict[str, list[Target]] = {}
         self.models: list[ResolvedModel] = list(config.models)
         for model in config.models:
-            targets = [self._build(model, dep, secret) for dep, secret in zip(model.deployments, model.secrets, strict=True)]
+            targets = [
+                self._build(model, dep, secret)
+                for dep, secret in zip(model.deployments, model.secrets, strict=True)
+            ]
             for name in (model.name, *model.aliases):
                 self._targets[name] = targets
 
@@ -57,29 +60,52 @@ class Registry:
 
             base_url = dep.base_url or BASE_URL_PRESETS.get(dep.preset, BASE_URL_PRESETS["openai"])
             provider: Provider = OpenAIProvider(
-                session=self._session, base_url=base_url, api_key=secret, headers=dep.headers,
-                timeout_s=dep.timeout_s or server.request_timeout_s, redact=self._redact,
+                session=self._session,
+                base_url=base_url,
+                api_key=secret,
+                headers=dep.headers,
+                timeout_s=dep.timeout_s or server.request_timeout_s,
+                redact=self._redact,
             )
-            return Target(model.name, provider, dep.model, f"{dep.preset}/{dep.model}", dep.embeddings,
-                          not dep.embeddings, dep.context_window)
+            return Target(
+                model.name,
+                provider,
+                dep.model,
+                f"{dep.preset}/{dep.model}",
+                dep.embeddings,
+                not dep.embeddings,
+                dep.context_window,
+            )
         if isinstance(dep, AnthropicDeployment):
             from modelyard.providers.anthropic import AnthropicProvider
 
             provider = AnthropicProvider(
-                session=self._session, base_url=dep.base_url, api_key=secret, headers=dep.headers,
-                timeout_s=dep.timeout_s or server.request_timeout_s, redact=self._redact,
+                session=self._session,
+                base_url=dep.base_url,
+                api_key=secret,
+                headers=dep.headers,
+                timeout_s=dep.timeout_s or server.request_timeout_s,
+                redact=self._redact,
             )
-            return Target(model.name, provider, dep.model, f"anthropic/{dep.model}", False, True, dep.context_window)
+            return Target(
+                model.name, provider, dep.model, f"anthropic/{dep.model}", False, True, dep.context_window
+            )
         if isinstance(dep, LlamaCppDeployment):
             key = ("llamacpp", dep.path)
             if key not in self._local:
                 from modelyard.providers.llamacpp import LlamaCppProvider
 
                 self._local[key] = LlamaCppProvider(
-                    model_path=dep.path, n_ctx=dep.n_ctx, n_threads=dep.threads, workers=dep.workers,
-                    model_name=model.name, max_queue=dep.max_queue,
+                    model_path=dep.path,
+                    n_ctx=dep.n_ctx,
+                    n_threads=dep.threads,
+                    workers=dep.workers,
+                    model_name=model.name,
+                    max_queue=dep.max_queue,
                 )
-            label = "llamacpp/" + (dep.path.rsplit("/", 1)[-1] if dep.path else "SmolLM2-135M-Instruct.Q4_1.gguf")
+            label = "llamacpp/" + (
+                dep.path.rsplit("/", 1)[-1] if dep.path else "SmolLM2-135M-Instruct.Q4_1.gguf"
+            )
             return Target(model.name, self._local[key], model.name, label, False, True, dep.n_ctx)
         if isinstance(dep, OnnxEmbeddingsDeployment):
             key = ("onnx-embeddings", None)
@@ -87,7 +113,9 @@ class Registry:
                 from modelyard.providers.embeddings import OnnxEmbeddingProvider
 
                 self._local[key] = OnnxEmbeddingProvider()
-            return Target(model.name, self._local[key], model.name, "onnx/all-MiniLM-L6-v2-int8", True, False, 256)
+            return Target(
+                model.name, self._local[key], model.name, "onnx/all-MiniLM-L6-v2-int8", True, False, 256
+            )
         assert isinstance(dep, FakeDeployment)
         from modelyard.providers.fake import FakeProvider
 
@@ -99,13 +127,19 @@ class Registry:
         targets = self._targets.get(name) if isinstance(name, str) else None
         if not targets:
             kind = "embedding" if embeddings else "chat"
-            served = ", ".join(m.name for m in self.models if any(
-                (t.embeddings if embeddings else t.chat) for t in self._targets[m.name])) or "(none)"
+            served = (
+                ", ".join(
+                    m.name
+                    for m in self.models
+                    if any((t.embeddings if embeddings else t.chat) for t in self._targets[m.name])
+                )
+                or "(none)"
+            )
             raise ModelNotFoundError(
                 f"model {name!r} is not served here; {kind} models: {served} (GET /v1/models lists them)"
             )
         for target in targets:
-            if (target.embeddings if embeddings else target.chat):
+            if target.embeddings if embeddings else target.chat:
                 return target
         what = "embeddings" if embeddings else "chat"
         raise ModelNotFoundError(f"model {name!r} does not serve {what}; GET /v1/models lists every model")

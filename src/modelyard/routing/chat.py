@@ -55,7 +55,9 @@ class ChatService:
         elif native is WireProtocol.OPENAI:
             upstream = anthropic_request_to_openai(body)
         else:
-            upstream = openai_request_to_anthropic(body, default_max_tokens=self._default_anthropic_max_tokens)
+            upstream = openai_request_to_anthropic(
+                body, default_max_tokens=self._default_anthropic_max_tokens
+            )
         upstream["model"] = target.upstream_model
         return upstream
 
@@ -77,8 +79,12 @@ class ChatService:
     @staticmethod
     def _translate_response(client: WireProtocol, response: JSONDict, target: Target) -> JSONDict:
         if client is WireProtocol.ANTHROPIC:
-            return openai_response_to_anthropic(response, model=str(response.get("model") or target.upstream_model))
-        return anthropic_response_to_openai(response, model=str(response.get("model") or target.upstream_model))
+            return openai_response_to_anthropic(
+                response, model=str(response.get("model") or target.upstream_model)
+            )
+        return anthropic_response_to_openai(
+            response, model=str(response.get("model") or target.upstream_model)
+        )
 
     async def stream(self, client: WireProtocol, body: JSONDict, ctx: RequestContext) -> StreamOutcome:
         target = self._registry.resolve(body["model"])
@@ -91,16 +97,23 @@ class ChatService:
             first = await anext(encoded)
         except StopAsyncIteration:
             raise UpstreamError(
-                "the upstream ended the stream before sending anything", status=502,
-                provider=target.provider.name, model=target.upstream_model,
+                "the upstream ended the stream before sending anything",
+                status=502,
+                provider=target.provider.name,
+                model=target.upstream_model,
             ) from None
         finally:
             ctx.upstream_s += time.perf_counter() - started
         return StreamOutcome(first, self._guard(encoded, ctx))
 
     async def _encode(
-        self, client: WireProtocol, provider: Provider, upstream: JSONDict, call: CallContext,
-        body: JSONDict, target: Target,
+        self,
+        client: WireProtocol,
+        provider: Provider,
+        upstream: JSONDict,
+        call: CallContext,
+        body: JSONDict,
+        target: Target,
     ) -> AsyncIterator[bytes]:
         events = provider.stream(upstream, call)
         try:
@@ -129,7 +142,7 @@ class ChatService:
                 yield chunk
         except GatewayError as exc:
             yield stream_error_event(exc, ctx)
-        except Exception as exc:  # noqa: BLE001 - the stream must end explicitly whatever failed
+        except Exception as exc:
             error = GatewayError(f"the stream failed inside the gateway (request {ctx.request_id})")
             del exc
             yield stream_error_event(error, ctx)
@@ -147,4 +160,4 @@ def client_protocol(dialect: Dialect) -> WireProtocol:
     return WireProtocol.ANTHROPIC if dialect is Dialect.ANTHROPIC else WireProtocol.OPENAI
 
 
-__all__ = ["ChatService", "StreamOutcome", "SSEEvent", "client_protocol"]
+__all__ = ["ChatService", "SSEEvent", "StreamOutcome", "client_protocol"]

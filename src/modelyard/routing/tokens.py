@@ -47,7 +47,9 @@ def estimate_anthropic_tokens(body: JSONDict) -> int:
         text, structured = text + t, structured + s
     if body.get("tools"):
         structured += len(orjson.dumps(body["tools"]))
-    return int(text / CHARS_PER_TOKEN_TEXT + structured / CHARS_PER_TOKEN_JSON) + PER_MESSAGE_OVERHEAD * len(messages)
+    return int(text / CHARS_PER_TOKEN_TEXT + structured / CHARS_PER_TOKEN_JSON) + PER_MESSAGE_OVERHEAD * len(
+        messages
+    )
 
 
 async def count_anthropic_request(target: Target, body: JSONDict, request_id: str) -> int:

@@ -1,8 +1,8 @@
-"""What the HTTP providers share: the client session factory and error translation."""
+"""What the HTTP providers share: the session factory, error translation and the POST/stream calls."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -10,6 +10,8 @@ import aiohttp
 import orjson
 
 from modelyard.errors import UpstreamConnectionError, UpstreamError, UpstreamTimeoutError
+from modelyard.providers.base import CallContext, JSONDict, Provider, SSEEvent
+from modelyard.providers.sse import SSEDecoder
 from modelyard.redact import Redactor
 
 
@@ -78,3 +80,72 @@ def error_from_response(
         code=code,
         upstream_type=upstream_type,
     )
+
+
+class HTTPProvider(Provider):
+    """What OpenAI- and Anthropic-format HTTP adapters share: one POST, one SSE stream.
+
+    Subclasses set ``protocol``, ``name`` and ``chat_path`` and say which headers to send.
+    """
+
+    chat_path: str
+
+    def __init__(
+        self,
+        *,
+        session: aiohttp.ClientSession,
+        base_url: str,
+        headers: Mapping[str, str],
+        timeout_s: float,
+        redact: Redactor,
+    ) -> None:
+        self._session = session
+        self._base_url = base_url.rstrip("/")
+        # sock_read bounds the idle gap between stream chunks as well as the wait for headers.
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s, sock_read=timeout_s)
+        self._redact = redact
+        self._headers = {"content-type": "application/json", "accept": "application/json", **headers}
+
+    def _request_headers(self, ctx: CallContext) -> dict[str, str]:
+        return {**self._headers, "x-request-id": ctx.request_id}
+
+    async def _post(self, path: str, body: JSONDict, ctx: CallContext) -> bytes:
+        model = str(body.get("model"))
+        with map_transport_errors(self.name, model, self._redact):
+            async with self._session.post(
+                self._base_url + path,
+                data=orjson.dumps(body),
+                headers=self._request_headers(ctx),
+                timeout=self._timeout,
+            ) as resp:
+                raw = await resp.read()
+                if resp.status >= 400:
+                    raise error_from_response(resp.status, raw, resp.headers, self.name, model, self._redact)
+                return raw
+
+    async def complete_raw(self, body: JSONDict, ctx: CallContext) -> bytes:
+        return await self._post(self.chat_path, body, ctx)
+
+    async def complete(self, body: JSONDict, ctx: CallContext) -> JSONDict:
+        result: JSONDict = orjson.loads(await self.complete_raw(body, ctx))
+        return result
+
+    async def stream(self, body: JSONDict, ctx: CallContext) -> AsyncIterator[SSEEvent]:
+        model = str(body.get("model"))
+        headers = {**self._request_headers(ctx), "accept": "text/event-stream"}
+        with map_transport_errors(self.name, model, self._redact):
+            async with self._session.post(
+                self._base_url + self.chat_path,
+                data=orjson.dumps(body),
+                headers=headers,
+                timeout=self._timeout,
+            ) as resp:
+                if resp.status >= 400:
+                    raw = await resp.read()
+                    raise error_from_response(resp.status, raw, resp.headers, self.name, model, self._redact)
+                decoder = SSEDecoder()
+                async for chunk in resp.content.iter_any():
+                    for event in decoder.feed(chunk):
+                        yield event
+                for event in decoder.close():
+                    yield event

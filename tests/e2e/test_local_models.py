@@ -7,16 +7,11 @@ Starts ``python -m modelyard serve`` with zero config (only cloud variables clea
 from __future__ import annotations
 
 import math
-import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
-import httpx
 import pytest
+
+from tests.support import gateway_process
 
 anthropic = pytest.importorskip("anthropic")
 openai = pytest.importorskip("openai")
@@ -24,49 +19,10 @@ openai = pytest.importorskip("openai")
 pytestmark = pytest.mark.localmodel
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = _free_port()
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "MODELYARD_CONFIG", "MODELYARD_MASTER_KEY")
-    }
-    log = Path(tmp_path_factory.mktemp("gw")) / "gateway.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "modelyard", "serve", "--port", str(port)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(url + "/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"gateway did not become ready:\n{log.read_text()[-3000:]}")
-            time.sleep(0.3)
+    with gateway_process(tmp_path_factory.mktemp("local")) as (url, log):
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    # Secrets are not configured here, but no traceback may have been logged either.
     assert "Traceback" not in log.read_text()
 
 

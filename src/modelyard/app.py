@@ -11,6 +11,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import orjson
+
 from modelyard.api import anthropic as anthropic_api
 from modelyard.api import openai as openai_api
 from modelyard.api.asgi import (
@@ -27,7 +29,7 @@ from modelyard.api.asgi import (
 )
 from modelyard.api.errors import error_headers, error_payload
 from modelyard.config.load import RuntimeConfig
-from modelyard.errors import GatewayError, InvalidRequestError, NotFoundError
+from modelyard.errors import GatewayError, NotFoundError
 from modelyard.middleware.auth import MasterKeyAuth
 from modelyard.state import AppState
 
@@ -167,8 +169,6 @@ class ModelyardApp:
     async def _send_error(exc: GatewayError, ctx: RequestContext, send: Send) -> None:
         try:
             body = error_payload(exc, ctx)
-            import orjson
-
             await send_bytes(
                 send,
                 exc.status,
@@ -194,4 +194,11 @@ def create_app(config: RuntimeConfig, *, start_local_models: bool = True) -> Mod
     return ModelyardApp(config, start_local_models=start_local_models)
 
 
-__all__ = ["InvalidRequestError", "ModelyardApp", "create_app"]
+def create_app_from_env() -> ModelyardApp:
+    """Factory for multi-process serving: each worker loads the config named by MODELYARD_CONFIG."""
+    from modelyard.config import load_config_file
+
+    return create_app(load_config_file(None))
+
+
+__all__ = ["ModelyardApp", "create_app", "create_app_from_env"]

@@ -64,6 +64,9 @@ def serve(
     port: Annotated[
         int | None, typer.Option(help="Port [default: server.port, 4000].", show_default=False)
     ] = None,
+    workers: Annotated[
+        int, typer.Option(min=1, help="Gateway processes sharing the port (each loads its own local models).")
+    ] = 1,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Run the gateway. With no config it serves the embedded local chat and embedding models."""
@@ -79,8 +82,18 @@ def serve(
         f"modelyard {__version__} on http://{bind_host}:{bind_port}  ({runtime.source})", fg="green", err=True
     )
     typer.echo(f"models: {', '.join(runtime.model_names())}", err=True)
+    options: dict[str, object] = {}
+    if workers > 1:
+        # Each worker process builds its own app from the same file (uvicorn needs an import path).
+        if config is not None:
+            os.environ["MODELYARD_CONFIG"] = str(config.resolve())
+        target: object = "modelyard.app:create_app_from_env"
+        options = {"factory": True, "workers": workers}
+    else:
+        target = create_app(runtime)
     uvicorn.run(
-        create_app(runtime),
+        target,  # type: ignore[arg-type]
+        **options,  # type: ignore[arg-type]
         host=bind_host,
         port=bind_port,
         loop="uvloop",

@@ -7,6 +7,7 @@ ends the stream with an explicit error event in the caller's protocol.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -28,6 +29,8 @@ from modelyard.translate import (
     openai_request_to_anthropic,
     openai_response_to_anthropic,
 )
+
+log = logging.getLogger("modelyard.chat")
 
 
 @dataclass(slots=True)

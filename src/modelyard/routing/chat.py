@@ -39,6 +39,26 @@ class StreamOutcome:
     rest: AsyncIterator[bytes]
 
 
+# Fields that act as a control plane in some gateways (CVE-2024-6587): a request body must never
+# choose where a request goes or which credentials travel with it, so they are never forwarded.
+CONTROL_FIELDS = frozenset(
+    {
+        "api_base",
+        "base_url",
+        "api_key",
+        "api_version",
+        "extra_headers",
+        "headers",
+        "callbacks",
+        "success_callback",
+        "failure_callback",
+        "logger_fn",
+        "proxy",
+        "organization",
+    }
+)
+
+
 def _forwarded_headers(ctx: RequestContext) -> dict[str, str]:
     return {k: v for k, v in ctx.headers.items() if k in ("anthropic-version", "anthropic-beta")}
 

@@ -110,17 +110,14 @@ class OpenAIToAnthropicStream:
                 out.extend(self._on_delta(delta))
             if choice.get("finish_reason") is not None:
                 self._finish_reason = str(choice["finish_reason"])
+                out.extend(self._close_blocks())  # as Anthropic does; message_delta waits for usage
         return out
 
     def finish(self) -> list[SSEEvent]:
         """Close the message (call at the end of the upstream stream). Idempotent."""
         if self._ended:
             return []
-        out = self._ensure_started()
-        for key, state in self._tools.items():
-            if state.block_index is None:  # a tool call whose name never came: still deliver it
-                out.extend(self._start_tool(key, state))
-        out.extend(self._close_open())
+        out = self._ensure_started() + self._close_blocks()
         usage: JSONDict = {}
         if self._input_tokens is not None:
             usage["input_tokens"] = self._input_tokens
@@ -138,6 +135,14 @@ class OpenAIToAnthropicStream:
         )
         out.append(anthropic_event({"type": "message_stop"}))
         self._ended = True
+        return out
+
+    def _close_blocks(self) -> list[SSEEvent]:
+        out: list[SSEEvent] = []
+        for key, state in self._tools.items():
+            if state.block_index is None:  # a tool call whose name never came: still deliver it
+                out.extend(self._start_tool(key, state))
+        out.extend(self._close_open())
         return out
 
     def _parse(self, data: bytes) -> JSONDict:

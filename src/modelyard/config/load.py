@@ -16,7 +16,7 @@ import yaml
 from pydantic import ValidationError
 
 from modelyard.config.defaults import LOCAL_CHAT_MODEL, cloud_models, embedded_models
-from modelyard.config.schema import Deployment, GatewayConfig, ModelConfig, ServerConfig
+from modelyard.config.schema import Deployment, GatewayConfig, ModelConfig, RoutingConfig, ServerConfig
 from modelyard.errors import ConfigError
 
 CONFIG_ENV_VAR = "MODELYARD_CONFIG"
@@ -30,6 +30,7 @@ class ResolvedModel:
     deployments: tuple[Deployment, ...]
     secrets: tuple[str | None, ...]
     """Resolved API key of each deployment (same order), None where there is none."""
+    routing: RoutingConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,8 +158,20 @@ def resolve(raw: GatewayConfig, environ: Mapping[str, str], source: str) -> Runt
                 problems.append(f"{source}: {exc}")
                 secrets.append(None)
         resolved.append(
-            ResolvedModel(model.name, tuple(model.aliases), tuple(model.deployments), tuple(secrets))
+            ResolvedModel(
+                model.name, tuple(model.aliases), tuple(model.deployments), tuple(secrets), model.routing
+            )
         )
+    for index, model in enumerate(models):
+        for other in (*model.routing.fallbacks, model.routing.context_fallback):
+            if other is not None and other not in seen:
+                problems.append(
+                    f"{source}: models[{index}].routing: fallback {other!r} is not a configured model"
+                )
+            if other is not None and seen.get(other) == model.name:
+                problems.append(
+                    f"{source}: models[{index}].routing: {model.name!r} cannot fall back to itself"
+                )
 
     master_key: str | None = None
     if raw.server.master_key is not None:

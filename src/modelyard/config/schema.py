@@ -53,19 +53,45 @@ class ServerConfig(_Strict):
     """Secret reference of the key callers must send (default: none, or MODELYARD_MASTER_KEY)."""
     max_body_bytes: int = Field(20 * 1024 * 1024, ge=1024)
     """Largest request body accepted, checked before buffering (default 20 MiB)."""
-    max_messages: int = Field(10_000, ge=1)
-    """Most messages one request may carry (default 10,000)."""
+    max_messages: int = Field(2048, ge=1)
+    """Most messages one request may carry (default 2,048)."""
     max_output_tokens: int = Field(1_000_000, ge=1)
     """Largest ``max_tokens`` a request may ask for (default 1,000,000)."""
     request_timeout_s: float = Field(600.0, gt=0)
     """Overall deadline of one upstream call, seconds (default 600)."""
-    connect_timeout_s: float = Field(10.0, gt=0)
-    """TCP/TLS connect timeout to upstreams, seconds (default 10)."""
+    connect_timeout_s: float = Field(3.0, gt=0)
+    """TCP/TLS connect timeout to upstreams, seconds (default 3)."""
     default_anthropic_max_tokens: int = Field(4096, ge=1)
     """``max_tokens`` sent to Anthropic models when an OpenAI caller gives none (default 4096)."""
 
 
-class OpenAIDeployment(_Strict):
+class _Routed(_Strict):
+    """What every deployment may say about how traffic reaches it (the load-balancing fields)."""
+
+    priority: int = 0
+    """Tier: lower goes first; a higher tier takes traffic only when all lower ones cannot (spill-over)."""
+    weight: float = Field(1.0, ge=0)
+    """Share of traffic under the ``weighted`` strategy (default 1)."""
+    max_concurrency: int | None = Field(None, ge=1)
+    """Most requests in flight here (default: 64 for HTTP upstreams, ``workers`` for llamacpp)."""
+    max_queue: int | None = Field(None, ge=0)
+    """Requests waiting for a slot before the deployment counts as saturated (default 2 × max_concurrency)."""
+    max_queue_wait_s: float = Field(1.0, ge=0)
+    """Longest wait in that queue before trying elsewhere or answering 503 (default 1 s)."""
+    spill_after_s: float | None = Field(None, ge=0)
+    """Spill to the next tier when the expected queue wait here exceeds this, seconds
+    (default: spill only when saturated)."""
+    ttfb_timeout_s: float | None = Field(None, gt=0)
+    """Longest wait for a stream's first event (default 30 s; 120 s for local models)."""
+    idle_timeout_s: float = Field(30.0, gt=0)
+    """Longest gap between stream events after the first (default 30 s)."""
+    cost_per_mtok: float | None = Field(None, ge=0)
+    """Blended USD per million tokens, used by the ``lowest_cost`` strategy."""
+    tags: list[str] = Field(default_factory=list)
+    """Free labels (``local``, ``eu``, ...) shown in the deployment state."""
+
+
+class OpenAIDeployment(_Routed):
     """OpenAI, or any OpenAI-compatible server (vLLM, llama.cpp server, Ollama, hosted vendors)."""
 
     provider: Literal["openai"]
@@ -89,7 +115,7 @@ class OpenAIDeployment(_Strict):
     _check_key = field_validator("api_key")(classmethod(lambda cls, v: _check_secret_ref(v)))
 
 
-class AnthropicDeployment(_Strict):
+class AnthropicDeployment(_Routed):
     """Anthropic's native Messages API."""
 
     provider: Literal["anthropic"]
@@ -104,7 +130,7 @@ class AnthropicDeployment(_Strict):
     _check_key = field_validator("api_key")(classmethod(lambda cls, v: _check_secret_ref(v)))
 
 
-class LlamaCppDeployment(_Strict):
+class LlamaCppDeployment(_Routed):
     """A GGUF model run in-process-tree by llama.cpp worker processes."""
 
     provider: Literal["llamacpp"]
@@ -120,13 +146,13 @@ class LlamaCppDeployment(_Strict):
     """Requests waiting for a worker before new ones get 503 (default 64)."""
 
 
-class OnnxEmbeddingsDeployment(_Strict):
+class OnnxEmbeddingsDeployment(_Routed):
     """The embedded all-MiniLM-L6-v2 embedding model (ONNX int8, 384 dimensions)."""
 
     provider: Literal["onnx-embeddings"]
 
 
-class FakeDeployment(_Strict):
+class FakeDeployment(_Routed):
     """A scripted provider for tests; its ``model`` name chooses the behaviour."""
 
     provider: Literal["fake"]
@@ -140,13 +166,61 @@ Deployment = Annotated[
 ]
 
 
+class RetryConfig(_Strict):
+    """Retries on the same deployment: full-jitter backoff within a per-deployment budget."""
+
+    backoff_base_s: float = Field(0.25, ge=0)
+    backoff_cap_s: float = Field(4.0, ge=0)
+    budget_ratio: float = Field(0.2, ge=0, le=1)
+    """Retries allowed as a share of first attempts over ``budget_window_s`` (default 20 %)."""
+    budget_min_per_s: float = Field(3.0, ge=0)
+    """Retries always allowed per second, however quiet the deployment (default 3)."""
+    budget_window_s: float = Field(10.0, gt=0)
+
+
+class BreakerConfig(_Strict):
+    """Circuit breaker (outlier ejection) per deployment."""
+
+    consecutive_failures: int = Field(5, ge=1)
+    base_open_s: float = Field(30.0, gt=0)
+    """Open time is base_open_s × times opened (default 30 s), capped at max_open_s (default 300 s)."""
+    max_open_s: float = Field(300.0, gt=0)
+
+
+class RoutingConfig(_Strict):
+    """How a model's requests are spread over its deployments and what happens on failure."""
+
+    strategy: Literal[
+        "p2c_ewma", "least_outstanding", "weighted", "round_robin", "random", "lowest_cost", "priority"
+    ] = "p2c_ewma"
+    """Balancing within a priority tier (default p2c_ewma: power of two choices on EWMA latency ×
+    (in-flight + 1), with a failure penalty)."""
+    sticky: Literal["none", "user", "conversation"] = "none"
+    """Keep a user (``user`` / ``metadata.user_id``) or a conversation (its first message) on one
+    deployment while it stays available (default none)."""
+    max_attempts: int = Field(3, ge=1, le=5)
+    """Attempts per request, retries and fallbacks together (default 3)."""
+    fallbacks: list[str] = Field(default_factory=list)
+    """Other model names tried, in order, when this model's deployments fail."""
+    context_fallback: str | None = None
+    """Model tried when an upstream says the prompt is too long (a larger-context model)."""
+    deadline_s: float = Field(300.0, gt=0)
+    """Overall deadline of a request, all attempts and waits included (default 300 s)."""
+    hedge_after_s: float | None = Field(None, gt=0)
+    """Send a second attempt to another deployment if the first has no first byte after this long
+    (off by default: it can double the token cost)."""
+    retry: RetryConfig = Field(default_factory=RetryConfig)
+    breaker: BreakerConfig = Field(default_factory=BreakerConfig)
+
+
 class ModelConfig(_Strict):
-    """A name clients send, served by one or more deployments (the first is used)."""
+    """A name clients send, served by one or more deployments."""
 
     name: str
     aliases: list[str] = Field(default_factory=list)
     """Other names that reach the same deployments."""
     deployments: list[Deployment] = Field(min_length=1)
+    routing: RoutingConfig = Field(default_factory=RoutingConfig)
 
     @field_validator("name", "aliases")
     @classmethod

@@ -134,12 +134,15 @@ class ModelyardApp:
                 await route[1](state, body, ctx, receive, send)
             elif path.rstrip("/") in ("/v1/models", "/models") and method == "GET":
                 await openai_api.list_models(state, ctx, send)
+            elif path == "/admin/deployments" and method == "GET":
+                await send_json(send, 200, {"models": state.router.snapshot()}, ctx)
             elif path.startswith(("/v1/models/", "/models/")) and method == "GET":
                 await openai_api.get_model(state, path.split("/models/", 1)[1], ctx, send)
             else:
                 raise NotFoundError(
                     f"no route {method} {path}; modelyard serves /v1/chat/completions, /v1/messages, "
-                    "/v1/messages/count_tokens, /v1/embeddings, /v1/models, /healthz, /readyz"
+                    "/v1/messages/count_tokens, /v1/embeddings, /v1/models, /admin/deployments, "
+                    "/healthz, /readyz"
                 )
         except GatewayError as exc:
             status = exc.status
@@ -169,9 +172,11 @@ class ModelyardApp:
     async def _send_error(exc: GatewayError, ctx: RequestContext, send: Send) -> None:
         try:
             body = error_payload(exc, ctx)
+            # 529 ("overloaded") is Anthropic's own; OpenAI clients know it as 503.
+            status = 503 if exc.status == 529 and ctx.dialect is not Dialect.ANTHROPIC else exc.status
             await send_bytes(
                 send,
-                exc.status,
+                status,
                 orjson.dumps(body),
                 [*ctx.response_headers(b"application/json"), *error_headers(exc)],
             )

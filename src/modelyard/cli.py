@@ -122,10 +122,22 @@ def check_config(
 
 
 @app.command()
-def models(url: GatewayURL = "http://127.0.0.1:4000", key: KeyOption = None) -> None:
+def models(
+    url: GatewayURL = "http://127.0.0.1:4000",
+    key: KeyOption = None,
+    state: Annotated[
+        bool,
+        typer.Option(
+            "--state", help="Show each deployment's live state (in flight, queue, latency, breaker)."
+        ),
+    ] = False,
+) -> None:
     """List the models a running gateway serves."""
     import httpx
 
+    if state:
+        _show_state(url, key)
+        return
     try:
         resp = httpx.get(url.rstrip("/") + "/v1/models", headers=_auth(key), timeout=10)
     except httpx.HTTPError as exc:
@@ -136,6 +148,39 @@ def models(url: GatewayURL = "http://127.0.0.1:4000", key: KeyOption = None) -> 
         raise typer.Exit(1)
     for entry in resp.json()["data"]:
         typer.echo(f"{entry['id']:<32} {entry.get('owned_by', '')}")
+
+
+def _show_state(url: str, key: str | None) -> None:
+    import httpx
+    from rich.console import Console
+    from rich.table import Table
+
+    try:
+        resp = httpx.get(url.rstrip("/") + "/admin/deployments", headers=_auth(key), timeout=10)
+    except httpx.HTTPError as exc:
+        typer.secho(f"cannot reach {url}: {exc}; is `modelyard serve` running?", fg="red", err=True)
+        raise typer.Exit(1) from None
+    if resp.status_code != 200:
+        typer.secho(f"{resp.status_code}: {resp.text}", fg="red", err=True)
+        raise typer.Exit(1)
+    table = Table(
+        "model", "deployment", "prio", "in flight", "queued", "EWMA ms", "breaker", "served", "failed"
+    )
+    for group in resp.json()["models"]:
+        for dep in group["deployments"]:
+            limit = dep["max_concurrency"]
+            table.add_row(
+                group["model"],
+                dep["deployment"],
+                str(dep["priority"]),
+                f"{dep['in_flight']}/{limit if limit is not None else '∞'}",
+                str(dep["queued"]),
+                "-" if dep["ewma_latency_ms"] is None else f"{dep['ewma_latency_ms']:.1f}",
+                dep["breaker"],
+                str(dep["served"]),
+                str(dep["failures"]),
+            )
+    Console().print(table)
 
 
 def _auth(key: str | None) -> dict[str, str]:

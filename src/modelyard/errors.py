@@ -145,6 +145,7 @@ class UpstreamError(GatewayError):
         upstream_type: str | None = None,
     ) -> None:
         super().__init__(message, code=code)
+        self.upstream_status = status
         # Upstream 401/403 mean *our* provider credentials are wrong: the caller did nothing wrong,
         # so it must not look like their key failed. Report it as a gateway-side 502.
         if status in (401, 403):

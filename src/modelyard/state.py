@@ -14,6 +14,7 @@ from modelyard.providers._http import new_session
 from modelyard.providers.registry import Registry
 from modelyard.redact import Redactor
 from modelyard.routing.chat import ChatService
+from modelyard.routing.router import Router
 
 log = logging.getLogger("modelyard")
 
@@ -23,6 +24,7 @@ class AppState:
     config: RuntimeConfig
     session: aiohttp.ClientSession
     registry: Registry
+    router: Router
     chat: ChatService
     redact: Redactor
     startup_errors: list[str] = field(default_factory=list)
@@ -36,10 +38,9 @@ class AppState:
         redact = Redactor(secrets)
         session = new_session(config.server.connect_timeout_s)
         registry = Registry(config, session, redact)
-        chat = ChatService(
-            registry, default_anthropic_max_tokens=config.server.default_anthropic_max_tokens, redact=redact
-        )
-        return cls(config, session, registry, chat, redact)
+        router = Router(config, registry)
+        chat = ChatService(router, default_anthropic_max_tokens=config.server.default_anthropic_max_tokens)
+        return cls(config, session, registry, router, chat, redact)
 
     def start_local_models(self) -> None:
         """Load local models in the background: /healthz answers at once, /readyz once loaded."""

@@ -41,6 +41,9 @@ class RequestContext:
     started: float = field(default_factory=time.perf_counter)
     upstream_s: float = 0.0
     deployment: str | None = None
+    attempts: int = 0
+    route: str | None = None
+    """Why the serving deployment was chosen: primary, spill:<why>, retry, fallback:<model>, panic."""
     headers: dict[str, str] = field(default_factory=dict)
     """The request's headers, names lower-cased."""
 
@@ -61,6 +64,10 @@ class RequestContext:
             headers.append((b"request-id", self.request_id.encode()))
         if self.deployment is not None:
             headers.append((b"x-modelyard-deployment", self.deployment.encode()))
+        if self.attempts:
+            headers.append((b"x-modelyard-attempts", str(self.attempts).encode()))
+        if self.route is not None:
+            headers.append((b"x-modelyard-route", self.route.encode()))
         return headers
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import orjson
@@ -24,6 +25,9 @@ def error_payload(exc: GatewayError, ctx: RequestContext) -> dict[str, Any]:
 def error_headers(exc: GatewayError) -> list[tuple[bytes, bytes]]:
     if isinstance(exc, UpstreamError) and exc.retry_after is not None:
         return [(b"retry-after", exc.retry_after.encode())]
+    retry_after_s = getattr(exc, "retry_after_s", None)
+    if isinstance(retry_after_s, int | float):
+        return [(b"retry-after", str(max(1, math.ceil(retry_after_s))).encode())]
     return []
 
 

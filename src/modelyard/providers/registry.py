@@ -144,6 +144,10 @@ class Registry:
         what = "embeddings" if embeddings else "chat"
         raise ModelNotFoundError(f"model {name!r} does not serve {what}; GET /v1/models lists every model")
 
+    def targets(self, name: str) -> list[Target]:
+        """Every deployment of a configured model name (empty if unknown)."""
+        return list(self._targets.get(name, []))
+
     def providers(self) -> list[Provider]:
         seen: dict[int, Provider] = {}
         for targets in self._targets.values():

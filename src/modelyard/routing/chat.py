@@ -1,26 +1,31 @@
-"""Executes one chat request: resolve the model, translate across protocols, call, translate back.
+"""Executes one chat request: choose deployments through the router, translate across protocols,
+call, translate back.
 
-The commit point (DESIGN invariant 2) is here: a stream's first event is awaited before the
-caller sees a byte, so failures up to then become ordinary error responses; after it, a failure
-ends the stream with an explicit error event in the caller's protocol.
+The commit point (DESIGN invariant 2) is here: a stream's first event is awaited (within the
+deployment's time-to-first-byte timeout) before the caller sees a byte, so failures up to then are
+retried or fall back; after it, a failure — an upstream error, a cut, an idle gap longer than
+``idle_timeout_s`` — ends the stream with an explicit error event in the caller's protocol.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
 from modelyard.api.asgi import Dialect, RequestContext
 from modelyard.api.errors import stream_error_event
-from modelyard.errors import GatewayError, UpstreamError
-from modelyard.providers.base import CallContext, JSONDict, Provider, SSEEvent, WireProtocol
-from modelyard.providers.registry import Registry, Target
-from modelyard.redact import Redactor
+from modelyard.errors import GatewayError, UpstreamError, UpstreamTimeoutError
+from modelyard.providers.base import CallContext, JSONDict, Provider, WireProtocol
+from modelyard.providers.registry import Target
+from modelyard.routing.deployment import DeploymentState
+from modelyard.routing.group import ModelGroup
+from modelyard.routing.router import Execution, Router
 from modelyard.translate import (
     AnthropicToOpenAIStream,
     OpenAIToAnthropicStream,
@@ -31,13 +36,7 @@ from modelyard.translate import (
 )
 
 log = logging.getLogger("modelyard.chat")
-
-
-@dataclass(slots=True)
-class StreamOutcome:
-    first: bytes
-    rest: AsyncIterator[bytes]
-
+T = TypeVar("T")
 
 # Fields that act as a control plane in some gateways (CVE-2024-6587): a request body must never
 # choose where a request goes or which credentials travel with it, so they are never forwarded.
@@ -59,17 +58,54 @@ CONTROL_FIELDS = frozenset(
 )
 
 
+class HeldStream:
+    """A started upstream stream that holds its deployment's concurrency slot until it ends."""
+
+    holds_slot = True
+
+    def __init__(
+        self, first: bytes, rest: AsyncIterator[bytes], deployment: DeploymentState | None = None
+    ) -> None:
+        self.first = first
+        self._rest = rest
+        self.deployment = deployment
+        self._released = False
+
+    def release(self) -> None:
+        if not self._released:
+            self._released = True
+            if self.deployment is not None:
+                self.deployment.release()
+
+    async def aclose(self) -> None:
+        try:
+            await _aclose(self._rest)
+        finally:
+            self.release()
+
+    def __aiter__(self) -> HeldStream:
+        return self
+
+    async def __anext__(self) -> bytes:
+        return await anext(self._rest)
+
+
+@dataclass(slots=True)
+class StreamOutcome:
+    first: bytes
+    rest: AsyncIterator[bytes]
+
+
 def _forwarded_headers(ctx: RequestContext) -> dict[str, str]:
     return {k: v for k, v in ctx.headers.items() if k in ("anthropic-version", "anthropic-beta")}
 
 
 class ChatService:
-    """Serves chat requests of either protocol from any provider."""
+    """Serves chat requests of either protocol from any provider, through the router."""
 
-    def __init__(self, registry: Registry, *, default_anthropic_max_tokens: int, redact: Redactor) -> None:
-        self._registry = registry
+    def __init__(self, router: Router, *, default_anthropic_max_tokens: int) -> None:
+        self._router = router
         self._default_anthropic_max_tokens = default_anthropic_max_tokens
-        self._redact = redact
 
     def _upstream_body(self, client: WireProtocol, target: Target, body: JSONDict) -> JSONDict:
         native = target.provider.protocol
@@ -81,53 +117,102 @@ class ChatService:
             upstream = openai_request_to_anthropic(
                 body, default_max_tokens=self._default_anthropic_max_tokens
             )
+        for name in CONTROL_FIELDS.intersection(upstream):
+            del upstream[name]
         upstream["model"] = target.upstream_model
         return upstream
 
-    async def complete(self, client: WireProtocol, body: JSONDict, ctx: RequestContext) -> bytes:
-        target = self._registry.resolve(body["model"])
-        ctx.deployment = target.label
-        upstream = self._upstream_body(client, target, body)
-        call = CallContext(ctx.request_id, extra_headers=_forwarded_headers(ctx))
-        provider = target.provider
-        started = time.perf_counter()
+    async def _execute(
+        self,
+        group: ModelGroup,
+        call: Callable[[DeploymentState, float], Awaitable[T]],
+        body: JSONDict,
+        ctx: RequestContext,
+    ) -> Execution[T]:
         try:
-            if provider.protocol is client:
-                return await provider.complete_raw(upstream, call)
-            response = await provider.complete(upstream, call)
-        finally:
-            ctx.upstream_s += time.perf_counter() - started
-        return orjson.dumps(self._translate_response(client, response, target))
+            execution = await self._router.execute(group, call, body=body, supports=lambda d: d.target.chat)
+        except GatewayError as exc:
+            attempts = getattr(exc, "attempts", None)
+            if attempts:
+                # The error answer names the deployment that failed last and how many were tried.
+                ctx.deployment = attempts[-1].deployment
+                ctx.attempts = len(attempts)
+            raise
+        ctx.deployment = execution.deployment.label
+        ctx.attempts = len(execution.attempts)
+        ctx.route = execution.reason
+        return execution
+
+    async def complete(self, client: WireProtocol, body: JSONDict, ctx: RequestContext) -> bytes:
+        group = self._router.group(body["model"])
+        call_ctx = CallContext(ctx.request_id, extra_headers=_forwarded_headers(ctx))
+
+        async def call(dep: DeploymentState, per_try_s: float) -> bytes:
+            target = dep.target
+            provider = target.provider
+            upstream = self._upstream_body(client, target, body)
+            started = time.perf_counter()
+            try:
+                async with asyncio.timeout(per_try_s):
+                    if provider.protocol is client:
+                        return await provider.complete_raw(upstream, call_ctx)
+                    response = await provider.complete(upstream, call_ctx)
+            except TimeoutError:
+                raise UpstreamTimeoutError(
+                    f"{target.label} gave no answer within the deadline",
+                    provider=provider.name,
+                    model=target.upstream_model,
+                ) from None
+            finally:
+                ctx.upstream_s += time.perf_counter() - started
+            return orjson.dumps(self._translate_response(client, response, target))
+
+        execution = await self._execute(group, call, body, ctx)
+        return execution.result
 
     @staticmethod
     def _translate_response(client: WireProtocol, response: JSONDict, target: Target) -> JSONDict:
+        model = str(response.get("model") or target.upstream_model)
         if client is WireProtocol.ANTHROPIC:
-            return openai_response_to_anthropic(
-                response, model=str(response.get("model") or target.upstream_model)
-            )
-        return anthropic_response_to_openai(
-            response, model=str(response.get("model") or target.upstream_model)
-        )
+            return openai_response_to_anthropic(response, model=model)
+        return anthropic_response_to_openai(response, model=model)
 
     async def stream(self, client: WireProtocol, body: JSONDict, ctx: RequestContext) -> StreamOutcome:
-        target = self._registry.resolve(body["model"])
-        ctx.deployment = target.label
-        upstream = self._upstream_body(client, target, body)
-        call = CallContext(ctx.request_id, extra_headers=_forwarded_headers(ctx))
-        encoded = self._encode(client, target.provider, upstream, call, body, target)
-        started = time.perf_counter()
-        try:
-            first = await anext(encoded)
-        except StopAsyncIteration:
-            raise UpstreamError(
-                "the upstream ended the stream before sending anything",
-                status=502,
-                provider=target.provider.name,
-                model=target.upstream_model,
-            ) from None
-        finally:
-            ctx.upstream_s += time.perf_counter() - started
-        return StreamOutcome(first, self._guard(encoded, ctx))
+        group = self._router.group(body["model"])
+        call_ctx = CallContext(ctx.request_id, extra_headers=_forwarded_headers(ctx))
+
+        async def call(dep: DeploymentState, per_try_s: float) -> HeldStream:
+            target = dep.target
+            upstream = self._upstream_body(client, target, body)
+            encoded = self._encode(client, target.provider, upstream, call_ctx, body, target)
+            started = time.perf_counter()
+            try:
+                async with asyncio.timeout(min(dep.policy.ttfb_timeout_s, per_try_s)):
+                    first = await anext(encoded)
+            except TimeoutError:
+                await _aclose(encoded)
+                raise UpstreamTimeoutError(
+                    f"{target.label} sent no first byte within {dep.policy.ttfb_timeout_s:g}s",
+                    provider=target.provider.name,
+                    model=target.upstream_model,
+                ) from None
+            except StopAsyncIteration:
+                raise UpstreamError(
+                    "the upstream ended the stream before sending anything",
+                    status=502,
+                    provider=target.provider.name,
+                    model=target.upstream_model,
+                ) from None
+            except BaseException:
+                await _aclose(encoded)
+                raise
+            finally:
+                ctx.upstream_s += time.perf_counter() - started
+            return HeldStream(first, encoded, dep)
+
+        execution = await self._execute(group, call, body, ctx)
+        held = execution.result
+        return StreamOutcome(held.first, GuardedStream(held, ctx, execution.deployment.policy.idle_timeout_s))
 
     async def _encode(
         self,
@@ -158,19 +243,51 @@ class ChatService:
         finally:
             await _aclose(events)
 
-    async def _guard(self, encoded: AsyncIterator[bytes], ctx: RequestContext) -> AsyncIterator[bytes]:
-        """After the commit point: an upstream failure becomes an explicit error event, then the end."""
+
+class GuardedStream:
+    """After the commit point: idle timeout between chunks; any failure becomes an explicit error
+    event in the caller's protocol, then the end. Releases the deployment's slot exactly once,
+    whether the stream completes, fails or the client goes away."""
+
+    def __init__(self, held: HeldStream, ctx: RequestContext, idle_timeout_s: float) -> None:
+        self._held = held
+        self._ctx = ctx
+        self._idle = idle_timeout_s
+        self._done = False
+
+    def __aiter__(self) -> GuardedStream:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._done:
+            raise StopAsyncIteration
         try:
-            async for chunk in encoded:
-                yield chunk
+            async with asyncio.timeout(self._idle):
+                return await anext(self._held)
+        except StopAsyncIteration:
+            await self._finish()
+            raise
+        except TimeoutError:
+            error: GatewayError = UpstreamTimeoutError(
+                f"the upstream stalled: no data for {self._idle:g}s (idle_timeout_s)",
+                provider="gateway",
+                model=self._ctx.deployment or "",
+            )
         except GatewayError as exc:
-            yield stream_error_event(exc, ctx)
-        except Exception as exc:
-            error = GatewayError(f"the stream failed inside the gateway (request {ctx.request_id})")
-            del exc
-            yield stream_error_event(error, ctx)
-        finally:
-            await _aclose(encoded)
+            error = exc
+        except Exception:
+            log.exception("stream failed inside the gateway (request %s)", self._ctx.request_id)
+            error = GatewayError(f"the stream failed inside the gateway (request {self._ctx.request_id})")
+        await self._finish()
+        return stream_error_event(error, self._ctx)
+
+    async def _finish(self) -> None:
+        self._done = True
+        await self._held.aclose()
+
+    async def aclose(self) -> None:
+        self._done = True
+        await self._held.aclose()
 
 
 async def _aclose(iterator: Any) -> None:
@@ -183,4 +300,4 @@ def client_protocol(dialect: Dialect) -> WireProtocol:
     return WireProtocol.ANTHROPIC if dialect is Dialect.ANTHROPIC else WireProtocol.OPENAI
 
 
-__all__ = ["ChatService", "SSEEvent", "StreamOutcome", "client_protocol"]
+__all__ = ["ChatService", "GuardedStream", "HeldStream", "StreamOutcome", "client_protocol"]

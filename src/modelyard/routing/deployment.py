@@ -162,7 +162,7 @@ class DeploymentState:
     def record_failure(
         self, now: float, *, retry_after_s: float | None = None, latency_s: float | None = None
     ) -> None:
-        """A retryable failure: penalised in balancing (fast 503s must not look fast), counted by the breaker."""
+        """A retryable failure: penalised in balancing (fast 503s must not look fast), seen by the breaker."""
         self.failures += 1
         span = retry_after_s if retry_after_s and retry_after_s > 0 else DEFAULT_PENALTY_S
         self._penalty_span = span

@@ -1,0 +1,331 @@
+"""The attempt loop: choose a deployment, call it, and on failure retry or fall back — before the
+commit point only.
+
+Rules (see ../shared/RELIABILITY.md §1): at most ``max_attempts`` attempts per request, retries and
+fallbacks together; after a retryable failure move at once to a different deployment when one is
+available, else retry the same one after full-jitter backoff (or its ``Retry-After``), within its
+retry budget and the overall deadline; never retry a caller error (400/401/403/404/422) on the same
+model; a context-length error may go to the configured ``context_fallback`` model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from modelyard.config.load import ResolvedModel, RuntimeConfig
+from modelyard.config.schema import Deployment, LlamaCppDeployment, OnnxEmbeddingsDeployment, OpenAIDeployment
+from modelyard.errors import (
+    GatewayError,
+    InvalidRequestError,
+    ModelNotFoundError,
+    NotReadyError,
+    UpstreamError,
+)
+from modelyard.providers.base import JSONDict
+from modelyard.providers.registry import Registry, Target
+from modelyard.routing.backoff import full_jitter, parse_retry_after
+from modelyard.routing.balance import Balancer, Strategy
+from modelyard.routing.breaker import CircuitBreaker
+from modelyard.routing.deployment import DeploymentPolicy, DeploymentState, Saturated
+from modelyard.routing.group import ModelGroup, NoCapacity
+from modelyard.routing.retry_budget import RetryBudget
+
+T = TypeVar("T")
+
+RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
+LOCAL_PRESETS = frozenset({"vllm", "llamacpp-server", "ollama"})
+
+
+class ServiceUnavailableError(NotReadyError):
+    """Every deployment is saturated: a fast 503 with Retry-After rather than an unbounded queue."""
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+@dataclass(slots=True)
+class AttemptRecord:
+    deployment: str
+    outcome: str
+    """``ok``, ``retryable``, ``error``, ``timeout`` or ``saturated``."""
+    status: int | None
+    latency_ms: float
+
+
+@dataclass(slots=True)
+class Execution(Generic[T]):
+    result: T
+    deployment: DeploymentState
+    reason: str
+    attempts: list[AttemptRecord] = field(default_factory=list)
+
+
+def is_retryable(exc: GatewayError) -> bool:
+    if isinstance(exc, UpstreamError):
+        if exc.upstream_status in (401, 403):
+            return False
+        return exc.status in RETRYABLE_STATUSES
+    return False
+
+
+def is_context_length_error(exc: GatewayError) -> bool:
+    if exc.code == "context_length_exceeded":
+        return True
+    if isinstance(exc, UpstreamError | InvalidRequestError) and exc.status in (400, 413):
+        text = exc.message.lower()
+        return "context length" in text or "prompt is too long" in text or "context window" in text
+    return False
+
+
+def policy_for(dep: Deployment) -> DeploymentPolicy:
+    """Limits of one deployment, with the documented defaults filled in."""
+    local = (
+        isinstance(dep, LlamaCppDeployment | OnnxEmbeddingsDeployment)
+        or (isinstance(dep, OpenAIDeployment) and dep.preset in LOCAL_PRESETS)
+        or "local" in dep.tags
+    )
+    if dep.max_concurrency is not None:
+        concurrency: int | None = dep.max_concurrency
+    elif isinstance(dep, LlamaCppDeployment):
+        concurrency = dep.workers
+    elif isinstance(dep, OpenAIDeployment) or dep.provider == "anthropic":
+        concurrency = 64
+    else:
+        concurrency = None
+    queue = dep.max_queue if dep.max_queue is not None else (2 * concurrency if concurrency else 0)
+    return DeploymentPolicy(
+        priority=dep.priority,
+        weight=dep.weight,
+        max_concurrency=concurrency,
+        max_queue=queue,
+        max_queue_wait_s=dep.max_queue_wait_s,
+        spill_after_s=dep.spill_after_s,
+        cost_per_mtok=dep.cost_per_mtok,
+        ttfb_timeout_s=dep.ttfb_timeout_s or (120.0 if local else 30.0),
+        idle_timeout_s=dep.idle_timeout_s,
+        tags=tuple(dep.tags),
+        local=local,
+    )
+
+
+def sticky_key(mode: str, body: JSONDict) -> str | None:
+    if mode == "user":
+        user = body.get("user") or (body.get("metadata") or {}).get("user_id")
+        return str(user) if user else None
+    if mode == "conversation":
+        messages = body.get("messages") or []
+        first = next((m for m in messages if isinstance(m, dict) and m.get("role") == "user"), None)
+        if first is None:
+            return None
+        seed = repr((body.get("system"), first.get("content")))
+        return hashlib.blake2b(seed.encode(), digest_size=12).hexdigest()
+    return None
+
+
+class Router:
+    """Model groups with their live deployment state, and the attempt loop over them."""
+
+    def __init__(
+        self, config: RuntimeConfig, registry: Registry, *, rng: random.Random | None = None
+    ) -> None:
+        self._rng = rng or random.Random()
+        self._groups: dict[str, ModelGroup] = {}
+        self._registry = registry
+        for model in config.models:
+            group = self._build(model, registry.targets(model.name))
+            for name in (model.name, *model.aliases):
+                self._groups[name] = group
+
+    def _build(self, model: ResolvedModel, targets: list[Target]) -> ModelGroup:
+        routing = model.routing
+        states = []
+        for dep, target in zip(model.deployments, targets, strict=True):
+            breaker = CircuitBreaker(
+                threshold=routing.breaker.consecutive_failures,
+                base_open_s=routing.breaker.base_open_s,
+                max_open_s=routing.breaker.max_open_s,
+            )
+            budget = RetryBudget(
+                ratio=routing.retry.budget_ratio,
+                window_s=routing.retry.budget_window_s,
+                min_per_s=routing.retry.budget_min_per_s,
+            )
+            states.append(DeploymentState(target, policy_for(dep), breaker=breaker, budget=budget))
+        return ModelGroup(model.name, states, routing, Balancer(Strategy(routing.strategy), self._rng))
+
+    def group(self, name: object) -> ModelGroup:
+        group = self._groups.get(name) if isinstance(name, str) else None
+        if group is None:
+            self._registry.resolve(name)  # raises the 404 that lists what is served
+            raise ModelNotFoundError(f"model {name!r} is not served here")
+        return group
+
+    def groups(self) -> list[ModelGroup]:
+        return list({id(g): g for g in self._groups.values()}.values())
+
+    def snapshot(self) -> list[dict[str, object]]:
+        """Live state of every deployment, per model: what `modelyard models --state` shows."""
+        now = time.monotonic()
+        return [
+            {
+                "model": g.name,
+                "strategy": g.routing.strategy,
+                "fallbacks": list(g.routing.fallbacks),
+                "deployments": [d.snapshot(now) for d in g.deployments],
+            }
+            for g in self.groups()
+        ]
+
+    async def execute(
+        self,
+        group: ModelGroup,
+        call: Callable[[DeploymentState, float], Awaitable[T]],
+        *,
+        body: JSONDict,
+        supports: Callable[[DeploymentState], bool] = lambda _d: True,
+    ) -> Execution[T]:
+        """Run ``call(deployment, per_try_timeout)`` until it succeeds or attempts run out.
+
+        ``call`` must acquire nothing itself: the slot is held here for non-streaming calls; for
+        streams the caller receives the slot with the result and must release it (see chat.py).
+        """
+        routing = group.routing
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + routing.deadline_s
+        chain: list[ModelGroup] = [group]
+        chain_names = {group.name}
+        attempts: list[AttemptRecord] = []
+        exclude: set[str] = set()
+        same_retries = 0
+        last_exc: GatewayError | None = None
+        last_retry_after: float | None = None
+        key = sticky_key(routing.sticky, body)
+        current = group
+
+        def next_in_chain(reason_model: str | None = None) -> ModelGroup | None:
+            names = [reason_model] if reason_model else list(group.routing.fallbacks)
+            for name in names:
+                if name in chain_names:
+                    continue
+                nxt = self._groups.get(name)
+                if nxt is not None:
+                    chain.append(nxt)
+                    chain_names.add(name)
+                    return nxt
+            return None
+
+        while len(attempts) < routing.max_attempts:
+            now = time.monotonic()
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            try:
+                choice = current.select(
+                    now, exclude | {d.label for d in current.deployments if not supports(d)}, key
+                )
+            except NoCapacity as exc:
+                nxt = next_in_chain()
+                if nxt is not None:
+                    current, exclude, same_retries = nxt, set(), 0
+                    continue
+                if last_exc is not None:
+                    raise last_exc from None
+                raise ServiceUnavailableError(
+                    f"model {group.name!r} is at capacity: {exc}; retry after {exc.retry_after_s:.1f}s",
+                    exc.retry_after_s,
+                ) from None
+            dep = choice.deployment
+            reason = choice.reason if current is group else f"fallback:{current.name}"
+            if attempts and dep.label in {a.deployment for a in attempts}:
+                # A retry of a deployment already tried: it must come out of its budget.
+                if not dep.budget.try_spend(now, timeout=attempts[-1].outcome == "timeout"):
+                    exclude.add(dep.label)
+                    continue
+                same_retries += 1
+                delay = (
+                    last_retry_after
+                    if last_retry_after is not None
+                    else full_jitter(
+                        same_retries,
+                        base_s=routing.retry.backoff_base_s,
+                        cap_s=routing.retry.backoff_cap_s,
+                        rng=self._rng,
+                    )
+                )
+                if delay >= deadline - loop.time():
+                    exclude.add(dep.label)
+                    continue
+                await asyncio.sleep(delay)
+                reason = "retry"
+            else:
+                dep.budget.record_first_attempt(now)
+            try:
+                await dep.acquire(min(dep.policy.max_queue_wait_s, max(0.0, deadline - loop.time())))
+            except Saturated:
+                exclude.add(dep.label)
+                continue
+            if not dep.breaker.acquire(time.monotonic()) and choice.reason != "panic":
+                dep.release()
+                exclude.add(dep.label)
+                continue
+            started = time.monotonic()
+            per_try = max(0.001, deadline - loop.time())
+            try:
+                result = await call(dep, per_try)
+            except GatewayError as exc:
+                dep.release()
+                elapsed = time.monotonic() - started
+                retry_after = parse_retry_after(getattr(exc, "retry_after", None), time.time())
+                if is_retryable(exc):
+                    dep.record_failure(time.monotonic(), retry_after_s=retry_after)
+                    outcome = "timeout" if exc.status in (408, 504) else "retryable"
+                else:
+                    dep.breaker.release_probe()
+                    outcome = "error"
+                attempts.append(AttemptRecord(dep.label, outcome, exc.status, round(elapsed * 1000, 2)))
+                last_exc, last_retry_after = exc, retry_after
+                if outcome == "error":
+                    if is_context_length_error(exc) and group.routing.context_fallback:
+                        nxt = next_in_chain(group.routing.context_fallback)
+                        if nxt is not None:
+                            current, exclude, same_retries = nxt, set(), 0
+                            continue
+                    exc.attempts = attempts  # type: ignore[attr-defined]
+                    raise
+                others = [
+                    d
+                    for d in current.deployments
+                    if d is not dep
+                    and d.label not in exclude
+                    and d.available(time.monotonic())
+                    and supports(d)
+                ]
+                if others:
+                    exclude.add(dep.label)  # move at once to a different deployment
+                elif retry_after is not None and retry_after >= deadline - loop.time():
+                    exclude.add(dep.label)
+                continue
+            except BaseException:
+                dep.release()
+                dep.breaker.release_probe()
+                raise
+            if not getattr(result, "holds_slot", False):
+                dep.release()
+            dep.record_success(time.monotonic() - started)
+            attempts.append(
+                AttemptRecord(dep.label, "ok", 200, round((time.monotonic() - started) * 1000, 2))
+            )
+            return Execution(result, dep, reason, attempts)
+        if last_exc is not None:
+            last_exc.attempts = attempts  # type: ignore[attr-defined]
+            raise last_exc
+        raise ServiceUnavailableError(
+            f"model {group.name!r}: the deadline of {routing.deadline_s:.0f}s passed", 1.0
+        )

@@ -309,6 +309,11 @@ class Router:
                 ]
                 if others:
                     exclude.add(dep.label)  # move at once to a different deployment
+                    continue
+                nxt = next_in_chain()
+                if nxt is not None:
+                    # A configured fallback model beats waiting to retry the same deployment.
+                    current, exclude, same_retries = nxt, set(), 0
                 elif retry_after is not None and retry_after >= deadline - loop.time():
                     exclude.add(dep.label)
                 continue

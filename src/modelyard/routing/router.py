@@ -16,7 +16,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from modelyard.config.load import ResolvedModel, RuntimeConfig
 from modelyard.config.schema import Deployment, LlamaCppDeployment, OnnxEmbeddingsDeployment, OpenAIDeployment
@@ -129,6 +129,10 @@ def sticky_key(mode: str, body: JSONDict) -> str | None:
     return None
 
 
+async def _awaited(awaitable: Awaitable[T]) -> T:
+    return await awaitable
+
+
 class Router:
     """Model groups with their live deployment state, and the attempt loop over them."""
 
@@ -166,6 +170,105 @@ class Router:
             self._registry.resolve(name)  # raises the 404 that lists what is served
             raise ModelNotFoundError(f"model {name!r} is not served here")
         return group
+
+    @staticmethod
+    def _settle_failure(
+        dep: DeploymentState, exc: GatewayError, started: float, attempts: list[AttemptRecord]
+    ) -> str:
+        """Book a failed attempt: free its slot, tell balancer and breaker; returns its outcome."""
+        dep.release()
+        retry_after = parse_retry_after(getattr(exc, "retry_after", None), time.time())
+        if is_retryable(exc):
+            dep.record_failure(time.monotonic(), retry_after_s=retry_after)
+            outcome = "timeout" if exc.status in (408, 504) else "retryable"
+        else:
+            dep.breaker.release_probe()
+            outcome = "error"
+        attempts.append(
+            AttemptRecord(dep.label, outcome, exc.status, round((time.monotonic() - started) * 1000, 2))
+        )
+        return outcome
+
+    async def _hedged(
+        self,
+        group: ModelGroup,
+        first: DeploymentState,
+        call: Callable[[DeploymentState, float], Awaitable[T]],
+        per_try: float,
+        hedge_after_s: float,
+        exclude: set[str],
+        key: str | None,
+        supports: Callable[[DeploymentState], bool],
+        attempts: list[AttemptRecord],
+    ) -> tuple[T, DeploymentState]:
+        """First attempt with a hedge: if no answer (or first byte) after ``hedge_after_s``, send a
+        second attempt to another deployment; the first to succeed wins, the loser is cancelled at
+        once and recorded. Hedges come out of the retry budget."""
+        started = time.monotonic()
+        task_a = asyncio.create_task(_awaited(call(first, per_try)))
+        done, _ = await asyncio.wait({task_a}, timeout=hedge_after_s)
+        if done:
+            return task_a.result(), first
+        now = time.monotonic()
+        second: DeploymentState | None = None
+        try:
+            unsupported = {d.label for d in group.deployments if not supports(d)}
+            choice = group.select(now, exclude | unsupported | {first.label}, key)
+            if not choice.queued and choice.deployment.budget.try_spend(now):
+                second = choice.deployment
+                await second.acquire(0)
+                if not second.breaker.acquire(now):
+                    second.release()
+                    second = None
+        except (NoCapacity, Saturated):
+            second = None
+        if second is None:
+            return await task_a, first
+        task_b = asyncio.create_task(_awaited(call(second, max(0.001, per_try - hedge_after_s))))
+        pending: dict[asyncio.Task[T], DeploymentState] = {task_a: first, task_b: second}
+        last: GatewayError | None = None
+        while pending:
+            done, _ = await asyncio.wait(set(pending), return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                dep = pending.pop(task)
+                exc = task.exception()
+                if exc is None:
+                    for loser_task, loser in pending.items():
+                        await self._cancel_loser(loser_task, loser, started, attempts)
+                    return task.result(), dep
+                if not isinstance(exc, GatewayError):
+                    for loser_task, loser in pending.items():
+                        await self._cancel_loser(loser_task, loser, started, attempts)
+                    raise exc
+                self._settle_failure(dep, exc, started, attempts)
+                exc.settled = True  # type: ignore[attr-defined]
+                exc.failed_deployment = dep  # type: ignore[attr-defined]
+                last = exc
+        assert last is not None
+        raise last
+
+    @staticmethod
+    async def _cancel_loser(
+        task: asyncio.Future[Any], dep: DeploymentState, started: float, attempts: list[AttemptRecord]
+    ) -> None:
+        task.cancel()
+        try:
+            result = await task
+        except asyncio.CancelledError:
+            if not task.cancelled():
+                raise  # we are being cancelled ourselves
+            result = None
+        except Exception:
+            result = None
+        close = getattr(result, "aclose", None)
+        if close is not None:
+            await close()  # a stream that started anyway: closing it frees its slot
+        else:
+            dep.release()
+        dep.breaker.release_probe()
+        attempts.append(
+            AttemptRecord(dep.label, "cancelled", None, round((time.monotonic() - started) * 1000, 2))
+        )
 
     def groups(self) -> list[ModelGroup]:
         return list({id(g): g for g in self._groups.values()}.values())
@@ -278,18 +381,19 @@ class Router:
             started = time.monotonic()
             per_try = max(0.001, deadline - loop.time())
             try:
-                result = await call(dep, per_try)
-            except GatewayError as exc:
-                dep.release()
-                elapsed = time.monotonic() - started
-                retry_after = parse_retry_after(getattr(exc, "retry_after", None), time.time())
-                if is_retryable(exc):
-                    dep.record_failure(time.monotonic(), retry_after_s=retry_after)
-                    outcome = "timeout" if exc.status in (408, 504) else "retryable"
+                if not attempts and routing.hedge_after_s is not None:
+                    result, dep = await self._hedged(
+                        current, dep, call, per_try, routing.hedge_after_s, exclude, key, supports, attempts
+                    )
                 else:
-                    dep.breaker.release_probe()
-                    outcome = "error"
-                attempts.append(AttemptRecord(dep.label, outcome, exc.status, round(elapsed * 1000, 2)))
+                    result = await call(dep, per_try)
+            except GatewayError as exc:
+                failed: DeploymentState = getattr(exc, "failed_deployment", dep)
+                retry_after = parse_retry_after(getattr(exc, "retry_after", None), time.time())
+                if getattr(exc, "settled", False):
+                    outcome = attempts[-1].outcome
+                else:
+                    outcome = self._settle_failure(failed, exc, started, attempts)
                 last_exc, last_retry_after = exc, retry_after
                 if outcome == "error":
                     if is_context_length_error(exc) and group.routing.context_fallback:
@@ -302,20 +406,20 @@ class Router:
                 others = [
                     d
                     for d in current.deployments
-                    if d is not dep
+                    if d is not failed
                     and d.label not in exclude
                     and d.available(time.monotonic())
                     and supports(d)
                 ]
                 if others:
-                    exclude.add(dep.label)  # move at once to a different deployment
+                    exclude.add(failed.label)  # move at once to a different deployment
                     continue
                 nxt = next_in_chain()
                 if nxt is not None:
                     # A configured fallback model beats waiting to retry the same deployment.
                     current, exclude, same_retries = nxt, set(), 0
                 elif retry_after is not None and retry_after >= deadline - loop.time():
-                    exclude.add(dep.label)
+                    exclude.add(failed.label)
                 continue
             except BaseException:
                 dep.release()

@@ -335,3 +335,50 @@ async def test_timeouts_count_and_deadline_covers_all_attempts() -> None:
     with pytest.raises(UpstreamTimeoutError):
         await chat.complete(WireProtocol.OPENAI, BODY, ctx())
     assert time.monotonic() - started < 0.8
+
+
+HEDGE = TWO.replace(
+    "routing: {{strategy: priority, {extra}}}", "routing: {{strategy: priority, hedge_after_s: 0.1}}"
+)
+
+
+async def test_hedge_wins_and_the_slow_loser_is_cancelled_and_recorded() -> None:
+    slow, fast = Scripted("a", delay_s=2.0), Scripted("b", delay_s=0.02)
+    chat = build(HEDGE.format(), {"a": slow, "b": fast})
+    c = ctx()
+    started = time.monotonic()
+    out = orjson.loads(await chat.complete(WireProtocol.OPENAI, BODY, c))
+    assert out["model"] == "b" and time.monotonic() - started < 0.5
+    assert c.attempts == 2 and slow.in_flight == 0  # the loser was cancelled, not left running
+    group = chat._router.groups()[0]
+    assert all(d.in_flight == 0 for d in group.deployments)
+
+
+async def test_no_hedge_when_the_first_answer_is_quick() -> None:
+    a, b = Scripted("a", delay_s=0.01), Scripted("b")
+    chat = build(HEDGE.format(), {"a": a, "b": b})
+    c = ctx()
+    await chat.complete(WireProtocol.OPENAI, BODY, c)
+    assert (a.calls, b.calls, c.attempts) == (1, 0, 1)
+
+
+async def test_hedged_streams_release_the_losing_slot() -> None:
+    slow, fast = Scripted("a", delay_s=1.0), Scripted("b")
+    chat = build(HEDGE.format(), {"a": slow, "b": fast})
+    c = ctx()
+    outcome = await chat.stream(WireProtocol.OPENAI, {**BODY, "stream": True}, c)
+    chunks = [outcome.first] + [chunk async for chunk in outcome.rest]
+    assert c.deployment == "fake/b" and chunks[-1] == b"data: [DONE]\n\n"
+    assert all(d.in_flight == 0 for d in chat._router.groups()[0].deployments)
+
+
+async def test_hedges_come_out_of_the_retry_budget() -> None:
+    slow, other = Scripted("a", delay_s=0.15), Scripted("b", delay_s=0.15)
+    yaml = HEDGE.format().replace(
+        "hedge_after_s: 0.1}", "hedge_after_s: 0.05, retry: {budget_ratio: 0.0, budget_min_per_s: 0.2}}"
+    )
+    chat = build(yaml, {"a": slow, "b": other})
+    for _ in range(6):
+        await chat.complete(WireProtocol.OPENAI, BODY, ctx())
+    # A budget of 0.2/s × 10 s = 2 hedges, whatever the traffic.
+    assert other.calls == 2

@@ -10,6 +10,7 @@ import math
 from collections.abc import Iterator
 
 import pytest
+
 from tests.support import gateway_process
 
 anthropic = pytest.importorskip("anthropic")

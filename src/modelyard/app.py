@@ -132,7 +132,9 @@ class ModelyardApp:
                     await read_body(receive, headers, state.config.server.max_body_bytes)
                 )
                 await route[1](state, body, ctx, receive, send)
-            elif path.rstrip("/") in ("/v1/models", "/models") and method == "GET":
+            elif path.rstrip("/") in ("/v1/models", "/models"):
+                if method != "GET":
+                    raise MethodNotAllowed(f"{path} takes GET, not {method}")
                 await openai_api.list_models(state, ctx, send)
             elif path == "/admin/deployments" and method == "GET":
                 await send_json(send, 200, {"models": state.router.snapshot()}, ctx)

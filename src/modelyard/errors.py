@@ -153,6 +153,17 @@ class UpstreamError(GatewayError):
             self.message = message
             self.args = (message,)
             status = 502
+            self.code = None  # e.g. "invalid_api_key" would wrongly blame the caller's own key
+        elif status == 404:
+            # The caller asked for a model we serve; the upstream not knowing it is our config's fault.
+            message = (
+                f"the upstream ({provider}) does not know model {model!r}; check the deployment's "
+                f"`model` in the config: {message}"
+            )
+            self.message = message
+            self.args = (message,)
+            status = 502
+            self.code = None
         self.status = status
         self.provider = provider
         self.model = model

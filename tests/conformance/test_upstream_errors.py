@@ -53,14 +53,14 @@ CASES = [
     ),
     Case("oa-err-500", 500, "api_error", "api_error", "The server had an error"),
     Case("oa-err-503", 503, "api_error", "overloaded_error", "overloaded"),
-    Case("oa-missing", 404, "not_found_error", "not_found_error", "does not exist"),
+    Case("oa-missing", 502, "api_error", "api_error", "does not exist"),
     Case("an-err-400", 400, "invalid_request_error", "invalid_request_error", "prompt is too long"),
     Case("an-err-401", 502, "api_error", "api_error", "credentials"),
     Case(
         "an-err-429", 429, "rate_limit_error", "rate_limit_error", "exceed the rate limit", retry_after="17"
     ),
     Case("an-err-500", 500, "api_error", "api_error", "Internal server error"),
-    Case("an-missing", 404, "not_found_error", "not_found_error", "model: missing"),
+    Case("an-missing", 502, "api_error", "api_error", "model: missing"),
     Case("oa-badkey", 502, "api_error", "api_error", "credentials"),
     Case("an-badkey", 502, "api_error", "api_error", "credentials"),
     Case("fake-429", 429, "rate_limit_error", "rate_limit_error", "429", retry_after="1"),

@@ -69,7 +69,7 @@ class Execution(Generic[T]):
 
 def is_retryable(exc: GatewayError) -> bool:
     if isinstance(exc, UpstreamError):
-        if exc.upstream_status in (401, 403):
+        if exc.upstream_status in (400, 401, 403, 404, 422):
             return False
         return exc.status in RETRYABLE_STATUSES
     return False

@@ -23,6 +23,7 @@ process it starts is stopped by PID. Standard library only (+ wrk and py-spy if 
 
 Writes extras.json (and profile files) into --out-dir.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,12 +43,14 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 SHARED = os.environ.get("SHARED_BENCH", "/work/shared/bench")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-BODY = json.dumps({"model": "fake", "messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 32},
-                  separators=(",", ":"))
+BODY = json.dumps(
+    {"model": "fake", "messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 32},
+    separators=(",", ":"),
+)
 
 
 def log(msg: str) -> None:
-    print("[extras %s] %s" % (time.strftime("%H:%M:%S"), msg), file=sys.stderr, flush=True)
+    print("[extras {}] {}".format(time.strftime("%H:%M:%S"), msg), file=sys.stderr, flush=True)
 
 
 # ------------------------------------------------------------------ processes
@@ -69,7 +72,7 @@ def wait_port(port: int, proc: subprocess.Popen, timeout: float = 60.0) -> float
     t0 = time.time()
     while time.time() - t0 < timeout:
         if proc.poll() is not None:
-            raise RuntimeError("process exited with %s" % proc.returncode)
+            raise RuntimeError(f"process exited with {proc.returncode}")
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
             return time.time() - t0
@@ -89,18 +92,34 @@ def stop(proc: subprocess.Popen) -> None:
 
 
 class Gateway:
-    def __init__(self, port: int, upstream_port: int, key: str, out_dir: str, name: str,
-                 log_level: str = "info", gc_tune: bool = False) -> None:
-        env = dict(os.environ, GATEWAY_PORT=str(port), UPSTREAM_BASE="http://127.0.0.1:%d/v1" % upstream_port,
-                   GATEWAY_MODEL="fake", GATEWAY_API_KEY=key, BENCH_RUN_DIR=out_dir, MODELYARD_LOG_LEVEL=log_level)
+    def __init__(
+        self,
+        port: int,
+        upstream_port: int,
+        key: str,
+        out_dir: str,
+        name: str,
+        log_level: str = "info",
+        gc_tune: bool = False,
+    ) -> None:
+        env = dict(
+            os.environ,
+            GATEWAY_PORT=str(port),
+            UPSTREAM_BASE="http://127.0.0.1:%d/v1" % upstream_port,
+            GATEWAY_MODEL="fake",
+            GATEWAY_API_KEY=key,
+            BENCH_RUN_DIR=out_dir,
+            MODELYARD_LOG_LEVEL=log_level,
+        )
         if gc_tune:
             env["MODELYARD_BENCH_GC"] = "1"
         self.port = port
-        self.log_path = os.path.join(out_dir, "gateway-%s.log" % name)
+        self.log_path = os.path.join(out_dir, f"gateway-{name}.log")
         self.logf = open(self.log_path, "w")
         # modelyard_gateway.sh execs python, so proc.pid is the gateway's own PID
-        self.proc = subprocess.Popen([os.path.join(HERE, "modelyard_gateway.sh")], env=env,
-                                     stdout=self.logf, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [os.path.join(HERE, "modelyard_gateway.sh")], env=env, stdout=self.logf, stderr=subprocess.STDOUT
+        )
         self.pid = self.proc.pid
         self.start_s = wait_port(port, self.proc)
 
@@ -138,8 +157,10 @@ async def _request(reader, writer, req: bytes) -> tuple[int, dict[bytes, bytes],
 
 def _req_bytes(port: int, key: str, stream: bool) -> bytes:
     body = BODY if not stream else BODY[:-1] + ',"stream":true}'
-    return ("POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nAuthorization: Bearer %s\r\n"
-            "Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (port, key, len(body), body)).encode()
+    return (
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nAuthorization: Bearer %s\r\n"
+        "Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (port, key, len(body), body)
+    ).encode()
 
 
 async def _worker(port: int, req: bytes, n: int, out: list, errors: list) -> None:
@@ -170,8 +191,14 @@ def summary(vals: list[float]) -> dict:
     v = [x for x in vals if x is not None]
     if not v:
         return {"n": 0}
-    return {"n": len(v), "mean": round(statistics.fmean(v), 4), "p50": pct(v, 50), "p90": pct(v, 90),
-            "p99": pct(v, 99), "max": round(max(v), 4)}
+    return {
+        "n": len(v),
+        "mean": round(statistics.fmean(v), 4),
+        "p50": pct(v, 50),
+        "p90": pct(v, 90),
+        "p99": pct(v, 99),
+        "max": round(max(v), 4),
+    }
 
 
 def overhead_samples(port: int, key: str, conc: int, per_worker: int, stream: bool, warm: int = 50) -> dict:
@@ -186,18 +213,32 @@ def overhead_samples(port: int, key: str, conc: int, per_worker: int, stream: bo
 
     t0 = time.time()
     out, errors = asyncio.run(go())
-    return {"concurrency": conc, "stream": stream, "requests": len(out), "errors": len(errors),
-            "wall_s": round(time.time() - t0, 2),
-            "overhead_header_ms": summary([o[0] for o in out]),
-            "client_ttfb_ms": summary([o[1] for o in out]), "client_total_ms": summary([o[2] for o in out])}
+    return {
+        "concurrency": conc,
+        "stream": stream,
+        "requests": len(out),
+        "errors": len(errors),
+        "wall_s": round(time.time() - t0, 2),
+        "overhead_header_ms": summary([o[0] for o in out]),
+        "client_ttfb_ms": summary([o[1] for o in out]),
+        "client_total_ms": summary([o[2] for o in out]),
+    }
 
 
 # ------------------------------------------------------------------ wrk
 def wrk(port: int, key: str, conc: int, duration: int) -> dict:
     env = dict(os.environ, WRK_BODY=BODY, WRK_API_KEY=key)
-    cmd = ["wrk", "-t1", "-c%d" % conc, "-d%ds" % duration, "--latency", "-s", os.path.join(SHARED, "wrk_post.lua"),
-           "http://127.0.0.1:%d/v1/chat/completions" % port]
-    p = subprocess.run(["timeout", str(duration + 30)] + cmd, env=env, capture_output=True, text=True)
+    cmd = [
+        "wrk",
+        "-t1",
+        "-c%d" % conc,
+        "-d%ds" % duration,
+        "--latency",
+        "-s",
+        os.path.join(SHARED, "wrk_post.lua"),
+        "http://127.0.0.1:%d/v1/chat/completions" % port,
+    ]
+    p = subprocess.run(["timeout", str(duration + 30), *cmd], env=env, capture_output=True, text=True)
     out = p.stdout
     res: dict = {}
     m = re.search(r"(\d+) requests in ([\d.]+)(ms|s|m)", out)
@@ -209,7 +250,7 @@ def wrk(port: int, key: str, conc: int, duration: int) -> dict:
     m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     res["socket_errors"] = sum(int(x) for x in m.groups()) if m else 0
     for q, v, u in re.findall(r"^\s*(50|99)%\s+([\d.]+)(us|ms|s)\s*$", out, re.M):
-        res["p%s_ms" % q] = float(v) / 1000 if u == "us" else (float(v) * 1000 if u == "s" else float(v))
+        res[f"p{q}_ms"] = float(v) / 1000 if u == "us" else (float(v) * 1000 if u == "s" else float(v))
     return res
 
 
@@ -219,8 +260,12 @@ def cpu_per_request(gw: Gateway, key: str, conc: int, duration: int, warmup: int
     r = wrk(gw.port, key, conc, duration)
     c1, wall = cpu_s(gw.pid), time.time() - t0
     ok = max(1, r.get("requests", 0) - r["non_2xx"])
-    r.update(rps=round(ok / r.get("duration_s", wall), 1), gateway_cpu_s=round(c1 - c0, 2),
-             gateway_cpu_ms_per_req=round(1000 * (c1 - c0) / ok, 4), gateway_cpu_pct=round(100 * (c1 - c0) / wall, 1))
+    r.update(
+        rps=round(ok / r.get("duration_s", wall), 1),
+        gateway_cpu_s=round(c1 - c0, 2),
+        gateway_cpu_ms_per_req=round(1000 * (c1 - c0) / ok, 4),
+        gateway_cpu_pct=round(100 * (c1 - c0) / wall, 1),
+    )
     return r
 
 
@@ -240,11 +285,26 @@ def main() -> None:
     os.makedirs(a.out_dir, exist_ok=True)
     key = "sk-" + os.urandom(24).hex()
     tools_py = os.environ.get("TOOLS_PY") or sys.executable
-    res: dict = {"config": {"settle_s": a.settle, "duration_s": a.duration, "warmup_s": a.warmup, "rounds": a.rounds}}
+    res: dict = {
+        "config": {"settle_s": a.settle, "duration_s": a.duration, "warmup_s": a.warmup, "rounds": a.rounds}
+    }
     up_log = open(os.path.join(a.out_dir, "extras-upstream.log"), "w")
-    up = subprocess.Popen([tools_py, os.path.join(SHARED, "fake_upstream.py"), "--host", "127.0.0.1", "--port",
-                           str(a.upstream_port), "--chunk-delay-ms", "5", "--chunks", "8"], stdout=up_log,
-                          stderr=subprocess.STDOUT)
+    up = subprocess.Popen(
+        [
+            tools_py,
+            os.path.join(SHARED, "fake_upstream.py"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(a.upstream_port),
+            "--chunk-delay-ms",
+            "5",
+            "--chunks",
+            "8",
+        ],
+        stdout=up_log,
+        stderr=subprocess.STDOUT,
+    )
     gw = None
     try:
         wait_port(a.upstream_port, up)
@@ -257,8 +317,11 @@ def main() -> None:
         overhead_samples(gw.port, key, 1, 1, False, warm=1)
         time.sleep(1.0)
         res["rss_after_first_request_kib"] = mem_kib(gw.pid, "VmRSS")
-        log("idle RSS %.1f MiB (no request), %.1f MiB after one" % (res["rss_idle_no_request_kib"] / 1024,
-                                                                  res["rss_after_first_request_kib"] / 1024))
+        log(
+            "idle RSS {:.1f} MiB (no request), {:.1f} MiB after one".format(
+                res["rss_idle_no_request_kib"] / 1024, res["rss_after_first_request_kib"] / 1024
+            )
+        )
         log("x-modelyard-overhead-ms samples")
         res["overhead"] = [
             overhead_samples(gw.port, key, 1, 3000, False),
@@ -266,48 +329,95 @@ def main() -> None:
             overhead_samples(gw.port, key, 1, 150, True),
         ]
         for o in res["overhead"]:
-            log("  c=%d stream=%s header p50=%s p99=%s ms (client total p50 %s ms)" % (
-                o["concurrency"], o["stream"], o["overhead_header_ms"].get("p50"), o["overhead_header_ms"].get("p99"),
-                o["client_total_ms"].get("p50")))
+            log(
+                "  c=%d stream=%s header p50=%s p99=%s ms (client total p50 %s ms)"
+                % (
+                    o["concurrency"],
+                    o["stream"],
+                    o["overhead_header_ms"].get("p50"),
+                    o["overhead_header_ms"].get("p99"),
+                    o["client_total_ms"].get("p50"),
+                )
+            )
         if not a.no_profile and shutil.which("wrk"):
             pyspy = os.environ.get("PYSPY") or os.path.join(REPO, ".venv", "bin", "py-spy")
             if os.path.exists(pyspy):
                 res["profiles"] = {}
-                for name, extra in (("python", ["-f", "raw"]), ("native", ["--native", "-f", "raw"]),
-                                    ("python-svg", ["-f", "flamegraph"])):
-                    outp = os.path.join(a.out_dir, "profile-%s.%s" % (name, "svg" if name.endswith("svg") else "txt"))
-                    load = subprocess.Popen([sys.executable, "-c", "import sys, json; sys.path.insert(0, %r); import extras; "
-                                             "print(json.dumps(extras.wrk(%d, %r, 16, %d)))" % (HERE, gw.port, key, a.profile_s + 3)],
-                                            stdout=subprocess.PIPE, text=True)
+                for name, extra in (
+                    ("python", ["-f", "raw"]),
+                    ("native", ["--native", "-f", "raw"]),
+                    ("python-svg", ["-f", "flamegraph"]),
+                ):
+                    outp = os.path.join(
+                        a.out_dir, "profile-{}.{}".format(name, "svg" if name.endswith("svg") else "txt")
+                    )
+                    load = subprocess.Popen(
+                        [
+                            sys.executable,
+                            "-c",
+                            "import sys, json; sys.path.insert(0, %r); import extras; "
+                            "print(json.dumps(extras.wrk(%d, %r, 16, %d)))"
+                            % (HERE, gw.port, key, a.profile_s + 3),
+                        ],
+                        stdout=subprocess.PIPE,
+                        text=True,
+                    )
                     time.sleep(1.5)
                     log("py-spy %s for %ds under wrk -c16" % (name, a.profile_s))
-                    p = subprocess.run([pyspy, "record", "-r", "200", "-d", str(a.profile_s), "--pid", str(gw.pid),
-                                        "-o", outp, *extra], capture_output=True, text=True, timeout=a.profile_s + 60)
+                    p = subprocess.run(
+                        [
+                            pyspy,
+                            "record",
+                            "-r",
+                            "200",
+                            "-d",
+                            str(a.profile_s),
+                            "--pid",
+                            str(gw.pid),
+                            "-o",
+                            outp,
+                            *extra,
+                        ],
+                        capture_output=True,
+                        text=True,
+                        timeout=a.profile_s + 60,
+                    )
                     wout, _ = load.communicate(timeout=a.profile_s + 60)
-                    res["profiles"][name] = {"file": os.path.basename(outp), "rc": p.returncode,
-                                             "py_spy_tail": (p.stdout + p.stderr).strip().splitlines()[-2:],
-                                             "load": json.loads(wout.strip().splitlines()[-1]) if wout.strip() else None}
+                    res["profiles"][name] = {
+                        "file": os.path.basename(outp),
+                        "rc": p.returncode,
+                        "py_spy_tail": (p.stdout + p.stderr).strip().splitlines()[-2:],
+                        "load": json.loads(wout.strip().splitlines()[-1]) if wout.strip() else None,
+                    }
             else:
-                log("py-spy not found at %s: no profile" % pyspy)
+                log(f"py-spy not found at {pyspy}: no profile")
         res["rss_after_load_kib"] = mem_kib(gw.pid, "VmRSS")
         res["vmhwm_after_load_kib"] = mem_kib(gw.pid, "VmHWM")
         gw.stop()
         gw = None
 
         # 3: CPU per request, variants alternating
-        variants = [("baseline", "info", False), ("warning", "warning", False), ("gc", "info", True),
-                    ("warning+gc", "warning", True)]
+        variants = [
+            ("baseline", "info", False),
+            ("warning", "warning", False),
+            ("gc", "info", True),
+            ("warning+gc", "warning", True),
+        ]
         res["cpu_variants"] = {v[0]: [] for v in variants}
         for rnd in range(a.rounds):
-            for name, level, gc_tune in (variants if rnd % 2 == 0 else variants[::-1]):
-                gw = Gateway(a.gateway_port, a.upstream_port, key, a.out_dir, "variant-" + name, level, gc_tune)
+            for name, level, gc_tune in variants if rnd % 2 == 0 else variants[::-1]:
+                gw = Gateway(
+                    a.gateway_port, a.upstream_port, key, a.out_dir, "variant-" + name, level, gc_tune
+                )
                 time.sleep(1.0)
                 r = cpu_per_request(gw, key, 16, a.duration, a.warmup)
                 gw.stop()
                 gw = None
                 res["cpu_variants"][name].append(r)
-                log("  round %d %-10s rps=%s cpu=%s ms/req p50=%s ms" % (rnd + 1, name, r["rps"], r["gateway_cpu_ms_per_req"],
-                                                                       r.get("p50_ms")))
+                log(
+                    "  round %d %-10s rps=%s cpu=%s ms/req p50=%s ms"
+                    % (rnd + 1, name, r["rps"], r["gateway_cpu_ms_per_req"], r.get("p50_ms"))
+                )
     finally:
         if gw is not None:
             gw.stop()
@@ -315,7 +425,7 @@ def main() -> None:
         up_log.close()
     with open(os.path.join(a.out_dir, "extras.json"), "w") as f:
         json.dump(res, f, indent=1)
-    log("wrote %s" % os.path.join(a.out_dir, "extras.json"))
+    log("wrote {}".format(os.path.join(a.out_dir, "extras.json")))
 
 
 if __name__ == "__main__":

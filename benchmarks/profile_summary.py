@@ -11,6 +11,7 @@ Each line of py-spy's `-f raw` output is `frame;frame;...;leaf COUNT`, a frame b
   * inclusive time of a few hot-path stages of modelyard that we care about.
 Standard library only.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,7 +52,7 @@ def key(func: str, file: str) -> str:
         f = f.split("site-packages/", 1)[1]
     elif "/lib/python3" in f:
         f = "stdlib/" + f.rsplit("/", 1)[-1]
-    return "%s:%s" % (f, func) if f else func
+    return f"{f}:{func}" if f else func
 
 
 def summarise(path: str, top: int) -> dict:
@@ -87,18 +88,44 @@ def summarise(path: str, top: int) -> dict:
 
 
 def render(s: dict, top: int) -> str:
-    out = ["%d samples (non-idle; py-spy)" % s["samples"], "", "Self time by package:", "",
-           "| package | samples | share |", "|---|---:|---:|"]
+    out = [
+        "%d samples (non-idle; py-spy)" % s["samples"],
+        "",
+        "Self time by package:",
+        "",
+        "| package | samples | share |",
+        "|---|---:|---:|",
+    ]
     out += ["| %s | %d | %.1f%% |" % r for r in s["self_by_package"]]
     out += ["", "Top functions by self time:", "", "| function | samples | share |", "|---|---:|---:|"]
     out += ["| `%s` | %d | %.1f%% |" % r for r in s["self_top"]]
     # Inclusive: skip the always-on outer frames (runpy, cli, uvicorn.run, the loop's run_forever)
-    skip = ("runpy", "__main__", "cli.py", "typer", "click", "uvicorn/main.py", "uvicorn/server.py:Server.run",
-            "_compat.py", "runners.py", "base_events.py:BaseEventLoop.run_forever", "Runner.run", "<module>",
-            "_run_module_as_main", "_run_code", "Server.serve", "asyncio_run")
+    skip = (
+        "runpy",
+        "__main__",
+        "cli.py",
+        "typer",
+        "click",
+        "uvicorn/main.py",
+        "uvicorn/server.py:Server.run",
+        "_compat.py",
+        "runners.py",
+        "base_events.py:BaseEventLoop.run_forever",
+        "Runner.run",
+        "<module>",
+        "_run_module_as_main",
+        "_run_code",
+        "Server.serve",
+        "asyncio_run",
+    )
     rows = [r for r in s["inclusive_top"] if not any(x in r[0] for x in skip)][:top]
-    out += ["", "Top functions by inclusive time (outer server frames omitted):", "",
-            "| function | samples | share |", "|---|---:|---:|"]
+    out += [
+        "",
+        "Top functions by inclusive time (outer server frames omitted):",
+        "",
+        "| function | samples | share |",
+        "|---|---:|---:|",
+    ]
     out += ["| `%s` | %d | %.1f%% |" % r for r in rows]
     return "\n".join(out) + "\n"
 

@@ -76,6 +76,11 @@ def serve(
 
     runtime = _load(config)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # The access log writes one line per request: skip the caller lookups nobody reads.
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
+    logging._srcfile = None
     bind_host = host or runtime.server.host
     bind_port = port or runtime.server.port
     typer.secho(
@@ -101,6 +106,7 @@ def serve(
         access_log=False,
         log_level=log_level,
         lifespan="on",
+        proxy_headers=False,
         timeout_graceful_shutdown=10,
     )
 

@@ -32,6 +32,18 @@ class Dialect(StrEnum):
     PLAIN = "plain"
 
 
+class RequestIds:
+    """Unique request ids, cheaply: a random per-process prefix and a counter."""
+
+    def __init__(self) -> None:
+        self._prefix = "req_" + os.urandom(6).hex()
+        self._next = 0
+
+    def __call__(self) -> str:
+        self._next += 1
+        return f"{self._prefix}{self._next:012x}"
+
+
 @dataclass(slots=True)
 class RequestContext:
     """One request's facts: its id, clock and what served it. Passed explicitly, never global."""
@@ -47,18 +59,24 @@ class RequestContext:
     headers: dict[str, str] = field(default_factory=dict)
     """The request's headers, names lower-cased."""
 
+    reported_overhead_ms: float | None = None
+    """The overhead as sent in the response headers (for streams: at the first byte)."""
+
     @staticmethod
-    def new(dialect: Dialect, headers: dict[str, str]) -> RequestContext:
-        return RequestContext("req_" + os.urandom(12).hex(), dialect, headers=headers)
+    def new(dialect: Dialect, headers: dict[str, str], request_id: str | None = None) -> RequestContext:
+        return RequestContext(request_id or "req_" + os.urandom(12).hex(), dialect, headers=headers)
 
     def overhead_ms(self) -> float:
+        if self.reported_overhead_ms is not None:
+            return self.reported_overhead_ms
         return max(0.0, (time.perf_counter() - self.started - self.upstream_s) * 1000)
 
     def response_headers(self, content_type: bytes) -> list[tuple[bytes, bytes]]:
+        self.reported_overhead_ms = overhead = self.overhead_ms()
         headers = [
             (b"content-type", content_type),
             (b"x-request-id", self.request_id.encode()),
-            (b"x-modelyard-overhead-ms", f"{self.overhead_ms():.3f}".encode()),
+            (b"x-modelyard-overhead-ms", f"{overhead:.3f}".encode()),
         ]
         if self.dialect is Dialect.ANTHROPIC:
             headers.append((b"request-id", self.request_id.encode()))

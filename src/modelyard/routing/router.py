@@ -339,6 +339,7 @@ class Router:
                     current, exclude, same_retries = nxt, set(), 0
                     continue
                 if last_exc is not None:
+                    last_exc.attempts = attempts  # type: ignore[attr-defined]
                     raise last_exc from None
                 raise ServiceUnavailableError(
                     f"model {group.name!r} is at capacity: {exc}; retry after {exc.retry_after_s:.1f}s",

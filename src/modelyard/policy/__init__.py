@@ -1,0 +1,1 @@
+"""Admission policy: virtual keys, budgets and rate limits."""

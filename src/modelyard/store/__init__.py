@@ -1,0 +1,1 @@
+"""Durable state: keys, budgets, reservations and the ledger, in SQLite or PostgreSQL."""

@@ -1,0 +1,245 @@
+"""The store interface: what the gateway keeps durably, whatever the database.
+
+Money is integer **nano-dollars** (1 USD = 10**9) everywhere: a per-token price of
+$0.15 per million tokens is exactly 150 nano-dollars per token; sums never drift.
+
+Life of a request's money:
+
+1. ``reserve``: at admission, the request's *maximum* cost is reserved atomically against every
+   budget that applies (key, team, user, org); a ``pending`` reservation row is durable before
+   the upstream call. If any budget would be exceeded, nothing is reserved.
+2. ``settle``: afterwards, one ledger row per attempt is written, the budgets' spend grows by the
+   actual cost and their reservation shrinks by the reserved amount — one transaction.
+3. ``recover_pending``: on start-up, reservations left ``pending`` by a crash and older than the
+   request deadline are settled at the reserved amount (conservative: never under-charge).
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+NANO_PER_USD = 1_000_000_000
+
+
+class Role(StrEnum):
+    ADMIN = "admin"
+    VIEWER = "viewer"
+    KEY_HOLDER = "key-holder"
+
+
+class Period(StrEnum):
+    DAILY = "daily"
+    MONTHLY = "monthly"
+    TOTAL = "total"
+
+
+class Scope(StrEnum):
+    KEY = "key"
+    USER = "user"
+    TEAM = "team"
+    ORG = "org"
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRecord:
+    id: str
+    hash: str
+    """SHA-256 hex of the key; the key itself is never stored."""
+    hint: str
+    """Prefix + last 4 characters, for display."""
+    role: Role
+    name: str | None = None
+    org_id: str | None = None
+    team_id: str | None = None
+    user_id: str | None = None
+    tags: tuple[str, ...] = ()
+    models: tuple[str, ...] | None = None
+    """Model names the key may use; None = every model."""
+    max_tokens: int | None = None
+    """Cap on a request's max_tokens (and the default when a request gives none)."""
+    rpm: int | None = None
+    tpm: int | None = None
+    expires_at: float | None = None
+    """Unix seconds; None = never."""
+    revoked_at: float | None = None
+    created_at: float = 0.0
+    created_by: str | None = None
+    """Id of the key that created this one (None: the master key)."""
+    store_prompts: bool = False
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def active(self, now: float) -> bool:
+        return (self.revoked_at is None or self.revoked_at > now) and (
+            self.expires_at is None or self.expires_at > now
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetSpec:
+    scope: Scope
+    scope_id: str
+    period: Period
+    limit_nano: int
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetState:
+    spec: BudgetSpec
+    spend_nano: int
+    reserved_nano: int
+    period_start: float
+    """Unix seconds when the current period began (daily: UTC midnight; monthly: the 1st, UTC)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    request_id: str
+    max_cost_nano: int
+    budgets: tuple[tuple[Scope, str], ...]
+    """Every (scope, id) whose budgets (all periods) this request is charged to."""
+    key_id: str | None
+    team_id: str | None
+    user_id: str | None
+    org_id: str | None
+    tags: tuple[str, ...]
+    model: str
+    created_at: float
+    deadline_at: float
+    """After this, a reservation still pending is settled conservatively by recovery."""
+
+
+@dataclass(frozen=True, slots=True)
+class Denied:
+    """The budget that a reservation would have exceeded."""
+
+    spec: BudgetSpec
+    spend_nano: int
+    reserved_nano: int
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRow:
+    """One ledger row: one attempt of one request."""
+
+    request_id: str
+    attempt: int
+    key_id: str | None
+    team_id: str | None
+    user_id: str | None
+    org_id: str | None
+    tags: tuple[str, ...]
+    model_requested: str
+    deployment: str
+    route_reason: str
+    local: bool
+    tokens_in: int
+    tokens_out: int
+    tokens_cache_read: int
+    tokens_cache_write: int
+    cost_nano: int
+    status: str
+    """``ok``, ``error``, ``upstream_cut``, ``client_disconnect``, ``timeout``, ``cancelled`` or
+    ``recovered``."""
+    http_status: int | None
+    latency_ms: float
+    ttft_ms: float | None
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    request_id: str
+    rows: tuple[AttemptRow, ...]
+    """Every attempt of the request (possibly none: rejected before any upstream call)."""
+
+    @property
+    def cost_nano(self) -> int:
+        return sum(r.cost_nano for r in self.rows)
+
+
+class Store(abc.ABC):
+    """A durable store. All methods are coroutines and never block the event loop."""
+
+    # -- lifecycle ------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def open(self) -> None:
+        """Connect and run migrations (named, idempotent)."""
+
+    @abc.abstractmethod
+    async def aclose(self) -> None:
+        """Flush every queued settlement, then disconnect."""
+
+    # -- keys --------------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def insert_key(self, record: KeyRecord) -> None: ...
+
+    @abc.abstractmethod
+    async def key_by_hash(self, key_hash: str) -> KeyRecord | None: ...
+
+    @abc.abstractmethod
+    async def key_by_id(self, key_id: str) -> KeyRecord | None: ...
+
+    @abc.abstractmethod
+    async def list_keys(
+        self,
+        *,
+        team_id: str | None = None,
+        user_id: str | None = None,
+        org_id: str | None = None,
+        include_revoked: bool = False,
+    ) -> list[KeyRecord]: ...
+
+    @abc.abstractmethod
+    async def revoke_key(self, key_id: str, at: float) -> bool:
+        """Set revoked_at (may be in the future: a rotation's overlap window). False if unknown."""
+
+    # -- budgets -----------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def set_budget(self, spec: BudgetSpec) -> None:
+        """Create or change a budget's limit (spend so far is kept)."""
+
+    @abc.abstractmethod
+    async def delete_budget(self, scope: Scope, scope_id: str, period: Period) -> bool: ...
+
+    @abc.abstractmethod
+    async def budgets(self, scope: Scope | None = None, scope_id: str | None = None) -> list[BudgetState]: ...
+
+    @abc.abstractmethod
+    async def reserve(self, reservation: Reservation) -> Denied | None:
+        """Atomically reserve ``max_cost_nano`` on every budget of ``reservation.budgets`` and write
+        the pending reservation, durably; or reserve nothing and return the budget that would be
+        exceeded. Holds across processes sharing the database."""
+
+    @abc.abstractmethod
+    async def settle(self, settlement: Settlement) -> None:
+        """Write the attempt rows and move the reservation to actual spend. Returns once queued;
+        the write is retried until committed (never dropped). Settling twice is a no-op."""
+
+    @abc.abstractmethod
+    async def flush(self) -> None:
+        """Wait until every settlement queued so far is committed."""
+
+    @abc.abstractmethod
+    async def recover_pending(self, now: float) -> int:
+        """Settle reservations still pending past their deadline at the reserved amount; returns how many."""
+
+    # -- reports -----------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def spend_report(
+        self,
+        *,
+        group_by: str,
+        since: float,
+        until: float | None = None,
+        filters: dict[str, str] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Rows of {group, requests, tokens_in, tokens_out, cost_nano, local_requests, local_tokens,
+        local_cost_nano} grouped by one of key, team, user, org, model, deployment, tag, status."""
+
+    @abc.abstractmethod
+    async def ledger_rows(
+        self, *, since: float | None = None, request_id: str | None = None, limit: int = 100
+    ) -> list[AttemptRow]: ...

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import os
 import socket
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -50,6 +51,19 @@ def _check_address(family: int, address: Any) -> None:
     if not _is_loopback_host(host):
         BLOCKED_ATTEMPTS.append(repr(address))
         raise NetworkAccessBlocked(f"tests must not reach the network: connection to {address!r} blocked")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _modelyard_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Every gateway a test starts (in-process or a child process) keeps its default database in
+    a temporary MODELYARD_HOME, never in the developer's own."""
+    previous = os.environ.get("MODELYARD_HOME")
+    os.environ["MODELYARD_HOME"] = str(tmp_path_factory.mktemp("modelyard-home"))
+    yield
+    if previous is None:
+        os.environ.pop("MODELYARD_HOME", None)
+    else:
+        os.environ["MODELYARD_HOME"] = previous
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,15 @@ import yaml
 from pydantic import ValidationError
 
 from modelyard.config.defaults import LOCAL_CHAT_MODEL, cloud_models, embedded_models
-from modelyard.config.schema import Deployment, GatewayConfig, ModelConfig, RoutingConfig, ServerConfig
+from modelyard.config.schema import (
+    Deployment,
+    GatewayConfig,
+    ModelConfig,
+    RateLimitConfig,
+    RoutingConfig,
+    ServerConfig,
+    StorageConfig,
+)
 from modelyard.errors import ConfigError
 
 CONFIG_ENV_VAR = "MODELYARD_CONFIG"
@@ -42,6 +50,11 @@ class RuntimeConfig:
     master_key: str | None
     default_model: str | None
     source: str
+    database_url: str = ""
+    """``sqlite:///absolute/path.db`` or a resolved PostgreSQL DSN."""
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    rate_limits: RateLimitConfig = field(default_factory=RateLimitConfig)
+    redis_url: str | None = None
 
     def model_names(self) -> list[str]:
         return [m.name for m in self.models]
@@ -187,9 +200,50 @@ def resolve(raw: GatewayConfig, environ: Mapping[str, str], source: str) -> Runt
         problems.append(f"{source}: default_model {default_model!r} is not a configured model name")
     if default_model is None and resolved:
         default_model = LOCAL_CHAT_MODEL if LOCAL_CHAT_MODEL in seen else resolved[0].name
+    database_url = default_database_url(environ)
+    if raw.storage.database is not None:
+        database = raw.storage.database
+        if database.startswith("sqlite:///"):
+            database_url = "sqlite:///" + str(
+                Path(database.removeprefix("sqlite:///")).expanduser().absolute()
+            )
+        else:
+            try:
+                database_url = resolve_secret(database, environ, "storage.database")
+            except ValueError as exc:
+                problems.append(f"{source}: {exc}")
+            if database_url and not database_url.startswith(("postgresql://", "postgres://", "sqlite:///")):
+                problems.append(
+                    f"{source}: storage.database must resolve to a postgresql:// DSN or sqlite:///path"
+                )
+    redis_url: str | None = None
+    if raw.rate_limits.backend == "redis":
+        if raw.rate_limits.redis_url is None:
+            problems.append(f"{source}: rate_limits.redis_url is required with backend: redis")
+        else:
+            try:
+                redis_url = resolve_secret(raw.rate_limits.redis_url, environ, "rate_limits.redis_url")
+            except ValueError as exc:
+                problems.append(f"{source}: {exc}")
     if problems:
         raise ConfigError(problems)
-    return RuntimeConfig(raw.server, tuple(resolved), master_key, default_model, source)
+    return RuntimeConfig(
+        raw.server,
+        tuple(resolved),
+        master_key,
+        default_model,
+        source,
+        database_url,
+        raw.storage,
+        raw.rate_limits,
+        redis_url,
+    )
+
+
+def default_database_url(environ: Mapping[str, str]) -> str:
+    """``$MODELYARD_HOME/modelyard.db`` (MODELYARD_HOME defaults to ~/.local/share/modelyard)."""
+    home = environ.get("MODELYARD_HOME") or str(Path("~/.local/share/modelyard").expanduser())
+    return "sqlite:///" + str(Path(home).expanduser().absolute() / "modelyard.db")
 
 
 def load_config(

@@ -233,10 +233,49 @@ class ModelConfig(_Strict):
         return value
 
 
+class StorageConfig(_Strict):
+    """Where keys, budgets and the ledger live."""
+
+    database: str | None = None
+    """``sqlite:///path.db`` (relative to the working directory, or absolute), or a PostgreSQL DSN
+    as a secret reference (``env:MODELYARD_DATABASE_URL``: a DSN may carry a password).
+    Default: ``$MODELYARD_HOME/modelyard.db``, where MODELYARD_HOME defaults to
+    ``~/.local/share/modelyard``. PostgreSQL is for several gateway processes or machines sharing
+    budgets and reports."""
+    durable_admission: Literal["budgeted", "always"] = "budgeted"
+    """When the pending reservation is committed before the upstream call: only for requests a
+    budget applies to (default; others are recorded when they finish), or for every request."""
+
+    @field_validator("database")
+    @classmethod
+    def _database(cls, value: str | None) -> str | None:
+        if value is None or value.startswith(("sqlite:///", "env:", "file:")):
+            return value
+        raise ValueError(
+            "database must be sqlite:///path.db, or a PostgreSQL DSN given as a secret reference "
+            "(env:VARIABLE or file:/path), since a DSN can carry a password"
+        )
+
+
+class RateLimitConfig(_Strict):
+    """Where RPM/TPM counters live."""
+
+    backend: Literal["memory", "redis"] = "memory"
+    """``memory`` for one gateway process (default); ``redis`` when several share the limits."""
+    redis_url: str | None = None
+    """Secret reference to the Redis URL (``env:MODELYARD_REDIS_URL``), required for ``redis``."""
+    fail_open: bool = False
+    """If Redis is unreachable: admit requests (true) or answer 503 (false, default)."""
+
+    _check_url = field_validator("redis_url")(classmethod(lambda cls, v: _check_secret_ref(v)))
+
+
 class GatewayConfig(_Strict):
     """The whole file."""
 
     server: ServerConfig = Field(default_factory=ServerConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    rate_limits: RateLimitConfig = Field(default_factory=RateLimitConfig)
     models: list[ModelConfig] = Field(default_factory=list)
     embedded_models: bool = True
     """Add the embedded chat model (``local``) and embedding model (``all-MiniLM-L6-v2``) unless a

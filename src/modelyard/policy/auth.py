@@ -1,0 +1,107 @@
+"""Who is calling: the master key or a virtual key, resolved to a :class:`Principal`.
+
+Junk is rejected by the key's checksum before any database read; known keys are cached for at
+most ``cache_ttl_s`` (2 s), so a revocation reaches every gateway process within that time. All
+rejections get the same message, whatever the reason, so they reveal nothing about which keys exist.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from dataclasses import dataclass
+
+from modelyard.errors import AuthenticationError
+from modelyard.policy.keys import hash_key, key_hint, well_formed
+from modelyard.store.base import KeyRecord, Role, Store
+
+UNIFORM_REJECTION = (
+    "invalid or missing API key: send it as 'Authorization: Bearer <key>' or 'x-api-key: <key>'"
+)
+NEGATIVE_CACHE_S = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """The caller of one request."""
+
+    role: Role
+    key: KeyRecord | None
+    """The virtual key; None for the master key or when no auth is configured."""
+    hint: str
+    """Safe to log: the key's prefix and last 4 characters."""
+
+    @property
+    def is_master(self) -> bool:
+        return self.key is None and self.role is Role.ADMIN
+
+    @property
+    def key_id(self) -> str | None:
+        return self.key.id if self.key else None
+
+
+ANONYMOUS = Principal(Role.ADMIN, None, "-")
+"""The caller when neither a master key nor any virtual key is configured (a local, open gateway)."""
+
+
+def presented_key(headers: dict[str, str]) -> str | None:
+    """The key from ``Authorization: Bearer``, ``x-api-key`` or ``api-key`` (never the query string)."""
+    auth = headers.get("authorization")
+    if auth:
+        scheme, _, value = auth.partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()
+    return headers.get("x-api-key") or headers.get("api-key") or None
+
+
+class Authenticator:
+    def __init__(self, master_key: str | None, store: Store | None, *, cache_ttl_s: float = 2.0) -> None:
+        self._master_digest = hashlib.sha256(master_key.encode()).digest() if master_key else None
+        self._store = store
+        self._ttl = cache_ttl_s
+        self._cache: dict[str, tuple[float, KeyRecord | None]] = {}
+        self.virtual_keys_seen = False
+
+    @property
+    def open(self) -> bool:
+        """No master key: the gateway is open to anyone who can reach it (bind to loopback!)."""
+        return self._master_digest is None
+
+    async def authenticate(self, headers: dict[str, str], now: float | None = None) -> Principal:
+        key = presented_key(headers)
+        if key is None:
+            if self.open:
+                return ANONYMOUS
+            raise AuthenticationError(UNIFORM_REJECTION)
+        if self._master_digest is not None and hmac.compare_digest(
+            hashlib.sha256(key.encode()).digest(), self._master_digest
+        ):
+            return Principal(Role.ADMIN, None, "master")
+        if not well_formed(key) or self._store is None:
+            if self.open and not key.startswith("myd_"):
+                # An open gateway ignores whatever placeholder key an SDK insists on sending.
+                return ANONYMOUS
+            raise AuthenticationError(UNIFORM_REJECTION)
+        record = await self._lookup(hash_key(key), time.monotonic())
+        if record is None or not record.active(time.time() if now is None else now):
+            raise AuthenticationError(UNIFORM_REJECTION)
+        return Principal(record.role, record, key_hint(key))
+
+    async def _lookup(self, key_hash: str, mono: float) -> KeyRecord | None:
+        cached = self._cache.get(key_hash)
+        if cached is not None and cached[0] > mono:
+            return cached[1]
+        assert self._store is not None
+        record = await self._store.key_by_hash(key_hash)
+        self._cache[key_hash] = (mono + (self._ttl if record is not None else NEGATIVE_CACHE_S), record)
+        if len(self._cache) > 100_000:
+            self._cache = {k: v for k, v in self._cache.items() if v[0] > mono}
+        return record
+
+    def forget(self, key_hash: str | None = None) -> None:
+        """Drop cached lookups (this process sees its own revocations at once)."""
+        if key_hash is None:
+            self._cache.clear()
+        else:
+            self._cache.pop(key_hash, None)

@@ -87,7 +87,7 @@ def key_view(record: KeyRecord) -> dict[str, Any]:
 def _require(principal: Principal, *roles: Role) -> None:
     if principal.role not in roles:
         needed = " or ".join(r.value for r in roles)
-        raise PermissionDeniedError(f"this route needs a key with role {needed}; yours is {principal.role.value}")
+        raise PermissionDeniedError(f"this route needs role {needed}; this key is {principal.role.value}")
 
 
 def _optional_int(body: dict[str, Any], name: str) -> int | None:

@@ -70,10 +70,16 @@ def test_openai_stream_is_relayed_byte_for_byte(
         assert response.headers["content-type"].startswith("text/event-stream")
         received = b"".join(response.iter_raw())
     expected = f"{behaviour}.usage.sse" if include_usage else f"{behaviour}.sse"
-    assert upstreams[0].served == [expected]
+    # The gateway always asks the upstream for usage (so every stream is billed exactly) and hides
+    # it again from a caller who did not ask: the caller gets exactly what OpenAI would send it.
+    assert upstreams[0].served == [f"{behaviour}.usage.sse"]
     assert received == recording("openai", expected)
     assert received.endswith(b"data: [DONE]\n\n")
-    assert upstreams[0].last().json == {**body, "model": behaviour}
+    assert upstreams[0].last().json == {
+        **body,
+        "model": behaviour,
+        "stream_options": {**(body.get("stream_options") or {}), "include_usage": True},
+    }
 
 
 @pytest.mark.parametrize("behaviour", ["rec-text", "rec-tools", "rec-thinking", "rec-length"])

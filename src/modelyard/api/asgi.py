@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 
 from modelyard.errors import InvalidRequestError, RequestTooLargeError
+from modelyard.routing.usage import Usage
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -58,6 +59,10 @@ class RequestContext:
     """Why the serving deployment was chosen: primary, spill:<why>, retry, fallback:<model>, panic."""
     headers: dict[str, str] = field(default_factory=dict)
     """The request's headers, names lower-cased."""
+    usage: Usage = field(default_factory=Usage)
+    """Tokens of the answer (kept current while a stream passes)."""
+    attempt_log: list[Any] = field(default_factory=list)
+    """The router's attempt records (modelyard.routing.router.AttemptRecord)."""
 
     reported_overhead_ms: float | None = None
     """The overhead as sent in the response headers (for streams: at the first byte)."""

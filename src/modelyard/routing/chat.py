@@ -26,6 +26,7 @@ from modelyard.providers.registry import Target
 from modelyard.routing.deployment import DeploymentState
 from modelyard.routing.group import ModelGroup
 from modelyard.routing.router import Execution, Router
+from modelyard.routing.usage import Usage, UsageSniffer
 from modelyard.translate import (
     AnthropicToOpenAIStream,
     OpenAIToAnthropicStream,
@@ -64,11 +65,16 @@ class HeldStream:
     holds_slot = True
 
     def __init__(
-        self, first: bytes, rest: AsyncIterator[bytes], deployment: DeploymentState | None = None
+        self,
+        first: bytes,
+        rest: AsyncIterator[bytes],
+        deployment: DeploymentState | None = None,
+        usage: Usage | None = None,
     ) -> None:
         self.first = first
         self._rest = rest
         self.deployment = deployment
+        self.usage = usage if usage is not None else Usage()
         self._released = False
 
     def release(self) -> None:
@@ -120,6 +126,9 @@ class ChatService:
         for name in CONTROL_FIELDS.intersection(upstream):
             del upstream[name]
         upstream["model"] = target.upstream_model
+        if native is WireProtocol.OPENAI and upstream.get("stream"):
+            # Usage is always captured: ask for it (and hide it again from callers who did not).
+            upstream["stream_options"] = {**(upstream.get("stream_options") or {}), "include_usage": True}
         return upstream
 
     async def _execute(
@@ -168,6 +177,7 @@ class ChatService:
             return orjson.dumps(self._translate_response(client, response, target))
 
         execution = await self._execute(group, call, body, ctx)
+        ctx.usage.from_response(client, execution.result)
         return execution.result
 
     @staticmethod
@@ -184,7 +194,8 @@ class ChatService:
         async def call(dep: DeploymentState, per_try_s: float) -> HeldStream:
             target = dep.target
             upstream = self._upstream_body(client, target, body)
-            encoded = self._encode(client, target.provider, upstream, call_ctx, body, target)
+            usage = Usage()
+            encoded = self._encode(client, target.provider, upstream, call_ctx, body, target, usage)
             started = time.perf_counter()
             try:
                 async with asyncio.timeout(min(dep.policy.ttfb_timeout_s, per_try_s)):
@@ -208,10 +219,11 @@ class ChatService:
                 raise
             finally:
                 ctx.upstream_s += time.perf_counter() - started
-            return HeldStream(first, encoded, dep)
+            return HeldStream(first, encoded, dep, usage)
 
         execution = await self._execute(group, call, body, ctx)
         held = execution.result
+        ctx.usage = held.usage
         return StreamOutcome(held.first, GuardedStream(held, ctx, execution.deployment.policy.idle_timeout_s))
 
     async def _encode(
@@ -222,11 +234,29 @@ class ChatService:
         call: CallContext,
         body: JSONDict,
         target: Target,
+        usage: Usage,
     ) -> AsyncIterator[bytes]:
         events = provider.stream(upstream, call)
+        sniffer = UsageSniffer(provider.protocol, usage)
         try:
             if provider.protocol is client:
+                hide_usage = client is WireProtocol.OPENAI and not (body.get("stream_options") or {}).get(
+                    "include_usage"
+                )
                 async for event in events:
+                    sniffer.feed(event)
+                    if hide_usage:
+                        data = event.data
+                        if b'"usage":{' in data:
+                            if b'"choices":[]' in data:
+                                continue  # the usage-only chunk the caller did not ask for
+                            chunk = orjson.loads(data)  # usage riding on a content chunk (DeepSeek, vLLM)
+                            chunk.pop("usage", None)
+                            yield b"data: " + orjson.dumps(chunk) + b"\n\n"
+                            continue
+                        if b',"usage":null' in data:
+                            yield b"data: " + data.replace(b',"usage":null', b"") + b"\n\n"
+                            continue
                     yield event.encode()
                 return
             translator: OpenAIToAnthropicStream | AnthropicToOpenAIStream
@@ -236,6 +266,7 @@ class ChatService:
                 include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
                 translator = AnthropicToOpenAIStream(model=target.upstream_model, include_usage=include_usage)
             async for event in events:
+                sniffer.feed(event)
                 for out in translator.feed(event):
                     yield out.encode()
             for out in translator.finish():

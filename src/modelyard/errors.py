@@ -11,6 +11,8 @@ Every error a caller can see is a :class:`GatewayError`. It knows its HTTP statu
     │   └── UnsupportedCapabilityError 400 (a model cannot do what was asked)
     ├── AuthenticationError           401  authentication_error / authentication_error
     ├── PermissionDeniedError         403  permission_error / permission_error
+    ├── RateLimitedError              429  rate_limit_error / rate_limit_error (code rate_limit_exceeded)
+    │   └── BudgetExceededError       429  (code budget_exceeded)
     ├── NotFoundError                 404  not_found_error / not_found_error
     │   └── ModelNotFoundError        404  (code model_not_found)
     ├── ConfigError                   (not an HTTP error: raised at load time, names file and line)
@@ -92,6 +94,23 @@ class NotReadyError(GatewayError):
     status = 503
     openai_type = "api_error"
     anthropic_type = "overloaded_error"
+
+
+class RateLimitedError(GatewayError):
+    """A key's or team's RPM/TPM limit, or a budget, says no. ``retry_after_s`` feeds Retry-After."""
+
+    status = 429
+    openai_type = "rate_limit_error"
+    anthropic_type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, retry_after_s: float | None = None, code: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.retry_after_s = retry_after_s
+
+
+class BudgetExceededError(RateLimitedError):
+    code = "budget_exceeded"
 
 
 class ConfigError(Exception):

@@ -63,6 +63,14 @@ class RequestContext:
     """Tokens of the answer (kept current while a stream passes)."""
     attempt_log: list[Any] = field(default_factory=list)
     """The router's attempt records (modelyard.routing.router.AttemptRecord)."""
+    ttft_s: float | None = None
+    """Time to the first upstream event of the serving attempt (streams)."""
+    cost_nano: int | None = None
+    """What the request cost, once settled."""
+    principal: Any = None
+    """The authenticated caller (modelyard.policy.auth.Principal)."""
+    outcome: str = "ok"
+    """How the answer ended for the caller: ok, upstream_cut, timeout, client_disconnect, error."""
 
     reported_overhead_ms: float | None = None
     """The overhead as sent in the response headers (for streams: at the first byte)."""

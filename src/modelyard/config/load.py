@@ -24,6 +24,7 @@ from modelyard.config.schema import (
     RoutingConfig,
     ServerConfig,
     StorageConfig,
+    TeamLimits,
 )
 from modelyard.errors import ConfigError
 
@@ -55,6 +56,7 @@ class RuntimeConfig:
     storage: StorageConfig = field(default_factory=StorageConfig)
     rate_limits: RateLimitConfig = field(default_factory=RateLimitConfig)
     redis_url: str | None = None
+    teams: dict[str, TeamLimits] = field(default_factory=dict)
 
     def model_names(self) -> list[str]:
         return [m.name for m in self.models]
@@ -237,6 +239,7 @@ def resolve(raw: GatewayConfig, environ: Mapping[str, str], source: str) -> Runt
         raw.storage,
         raw.rate_limits,
         redis_url,
+        dict(raw.teams),
     )
 
 

@@ -65,6 +65,37 @@ class ServerConfig(_Strict):
     """``max_tokens`` sent to Anthropic models when an OpenAI caller gives none (default 4096)."""
 
 
+Money = Annotated[str | int | float, Field(union_mode="left_to_right")]
+
+
+class PricingConfig(_Strict):
+    """Prices of one deployment, USD per million tokens; each field left out keeps the shipped
+    catalog's figure (an upstream model the catalog does not know needs input and output)."""
+
+    input_per_mtok: Money | None = None
+    output_per_mtok: Money | None = None
+    cache_read_per_mtok: Money | None = None
+    cache_write_per_mtok: Money | None = None
+
+
+class HardwareConfig(_Strict):
+    """What a self-hosted deployment's machine costs; its tokens are priced from this and the
+    throughput modelyard measures. Nothing given: $0.0475 per vCPU-hour × the machine's vCPUs.
+    ``usd_per_hour: 0`` makes the deployment free."""
+
+    usd_per_hour: Money | None = None
+    """All-in cost per hour (a rental or cloud instance price)."""
+    purchase_usd: Money | None = None
+    """Purchase price, written off over ``amortization_months``."""
+    amortization_months: int = Field(36, ge=1)
+    power_watts: Money | None = None
+    """Average draw under load, watts (charged at ``usd_per_kwh``)."""
+    usd_per_kwh: Money = "0.15"
+    utilization_target: Money = "1"
+    """Expected busy share of the hour, in (0, 1]: below 1, requests also carry idle time."""
+    vcpus: int | None = Field(None, ge=1)
+
+
 class _Routed(_Strict):
     """What every deployment may say about how traffic reaches it (the load-balancing fields)."""
 
@@ -89,6 +120,11 @@ class _Routed(_Strict):
     """Blended USD per million tokens, used by the ``lowest_cost`` strategy."""
     tags: list[str] = Field(default_factory=list)
     """Free labels (``local``, ``eu``, ...) shown in the deployment state."""
+    pricing: PricingConfig | None = None
+    """Override the shipped price catalog for this deployment."""
+    hardware: HardwareConfig | None = None
+    """For self-hosted deployments (llamacpp, vllm, ollama, llamacpp-server, or tagged ``local``):
+    the machine's cost, from which per-token prices are derived."""
 
 
 class OpenAIDeployment(_Routed):
@@ -270,8 +306,20 @@ class RateLimitConfig(_Strict):
     _check_url = field_validator("redis_url")(classmethod(lambda cls, v: _check_secret_ref(v)))
 
 
+class TeamLimits(_Strict):
+    """Rate limits shared by every key of one team (keys carry their own limits too)."""
+
+    rpm: int | None = Field(None, ge=1)
+    """Requests per minute (sliding 60-second window)."""
+    tpm: int | None = Field(None, ge=1)
+    """Tokens per minute: admission counts the prompt estimate + max_tokens, settled to actual."""
+
+
 class GatewayConfig(_Strict):
     """The whole file."""
+
+    teams: dict[str, TeamLimits] = Field(default_factory=dict)
+    """Team id → its shared rate limits."""
 
     server: ServerConfig = Field(default_factory=ServerConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)

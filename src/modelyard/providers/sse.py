@@ -16,14 +16,17 @@ class SSEDecoder:
         self._event: str | None = None
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
-        self._buffer += chunk
+        # Scan with an offset and keep the unfinished tail once at the end: slicing the buffer
+        # after every line made one large chunk (a burst after a stall) cost O(n²) copying.
+        buffer = self._buffer + chunk if self._buffer else chunk
         events: list[SSEEvent] = []
+        start = 0
         while True:
-            newline = self._buffer.find(b"\n")
+            newline = buffer.find(b"\n", start)
             if newline < 0:
                 break
-            line = self._buffer[:newline]
-            self._buffer = self._buffer[newline + 1 :]
+            line = buffer[start:newline]
+            start = newline + 1
             if line.endswith(b"\r"):
                 line = line[:-1]
             if not line:
@@ -41,6 +44,7 @@ class SSEDecoder:
                 self._data.append(value)
             elif field == b"event":
                 self._event = value.decode()
+        self._buffer = buffer[start:]
         return events
 
     def close(self) -> list[SSEEvent]:

@@ -270,6 +270,14 @@ class Router:
             AttemptRecord(dep.label, "cancelled", None, round((time.monotonic() - started) * 1000, 2))
         )
 
+    def deployment(self, label: str) -> DeploymentState | None:
+        """A deployment by its label (``provider/model``)."""
+        for group in self._groups.values():
+            for dep in group.deployments:
+                if dep.label == label:
+                    return dep
+        return None
+
     def groups(self) -> list[ModelGroup]:
         return list({id(g): g for g in self._groups.values()}.values())
 

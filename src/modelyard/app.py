@@ -16,6 +16,7 @@ import orjson
 
 from modelyard.api import anthropic as anthropic_api
 from modelyard.api import openai as openai_api
+from modelyard.api.admin import parse_query, require_reader
 from modelyard.api.asgi import (
     Dialect,
     Receive,
@@ -32,12 +33,15 @@ from modelyard.api.asgi import (
 from modelyard.api.errors import error_headers, error_payload
 from modelyard.config.load import RuntimeConfig
 from modelyard.errors import GatewayError, NotFoundError
-from modelyard.middleware.auth import MasterKeyAuth
+from modelyard.policy.auth import Principal
 from modelyard.state import AppState
 
 log = logging.getLogger("modelyard.access")
 
 JSONHandler = Callable[[AppState, dict[str, Any], RequestContext, Receive, Send], Awaitable[None]]
+
+
+ADMIN_PATHS = (["deployments"], ["keys"], ["budgets"], ["spend"], ["ledger"])
 
 
 class MethodNotAllowed(GatewayError):
@@ -82,7 +86,6 @@ class ModelyardApp:
     def __init__(self, config: RuntimeConfig, *, start_local_models: bool = True) -> None:
         self.config = config
         self.state: AppState | None = None
-        self._auth = MasterKeyAuth(config.master_key)
         self._ids = RequestIds()
         self._start_local = start_local_models
 
@@ -98,6 +101,7 @@ class ModelyardApp:
             if message["type"] == "lifespan.startup":
                 try:
                     self.state = AppState.build(self.config)
+                    await self.state.open()
                     if self._start_local:
                         self.state.start_local_models()
                     # Everything built so far lives as long as the process: keep the cyclic GC
@@ -132,8 +136,11 @@ class ModelyardApp:
             if path in ("/healthz", "/readyz"):
                 await self._health(state, path, ctx, send)
                 return
-            self._auth.check(headers)
-            if route is not None:
+            principal = await state.auth.authenticate(headers)
+            ctx.principal = principal
+            if path.startswith("/admin/"):
+                await self._admin(state, principal, scope, receive, path, method, ctx, send)
+            elif route is not None:
                 if method != "POST":
                     raise MethodNotAllowed(f"{path} takes POST, not {method}")
                 body = parse_json_object(
@@ -144,8 +151,6 @@ class ModelyardApp:
                 if method != "GET":
                     raise MethodNotAllowed(f"{path} takes GET, not {method}")
                 await openai_api.list_models(state, ctx, send)
-            elif path == "/admin/deployments" and method == "GET":
-                await send_json(send, 200, {"models": state.router.snapshot()}, ctx)
             elif path.startswith(("/v1/models/", "/models/")) and method == "GET":
                 await openai_api.get_model(state, path.split("/models/", 1)[1], ctx, send)
             else:
@@ -177,6 +182,60 @@ class ModelyardApp:
                     ctx.deployment or "-",
                     ctx.overhead_ms(),
                 )
+
+    async def _admin(
+        self,
+        state: AppState,
+        principal: Principal,
+        scope: Scope,
+        receive: Receive,
+        path: str,
+        method: str,
+        ctx: RequestContext,
+        send: Send,
+    ) -> None:
+        """Dispatch /admin/* (roles are checked by each handler, see modelyard.api.admin)."""
+        admin = state.admin
+        query = parse_query(scope.get("query_string", b""))
+        parts = path.rstrip("/").split("/")[2:]  # after "/admin"
+
+        async def body() -> dict[str, Any]:
+            raw = await read_body(receive, ctx.headers, state.config.server.max_body_bytes)
+            return parse_json_object(raw) if raw else {}
+
+        match (method, parts):
+            case ("GET", ["deployments"]):
+                require_reader(principal)
+                await send_json(
+                    send,
+                    200,
+                    {"models": state.router.snapshot(), "local_costs": state.prices.local_state()},
+                    ctx,
+                )
+            case ("GET", ["keys"]):
+                await admin.list_keys(principal, query, ctx, send)
+            case ("POST", ["keys"]):
+                await admin.create_key(principal, await body(), ctx, send)
+            case ("GET", ["keys", key_id]):
+                await admin.get_key(principal, key_id, ctx, send)
+            case ("POST", ["keys", key_id, "revoke"]):
+                await admin.revoke_key(principal, key_id, ctx, send)
+            case ("POST", ["keys", key_id, "rotate"]):
+                await admin.rotate_key(principal, key_id, await body(), ctx, send)
+            case ("GET", ["budgets"]):
+                await admin.budgets(principal, query, ctx, send)
+            case ("PUT", ["budgets"]):
+                await admin.set_budget(principal, await body(), ctx, send)
+            case ("DELETE", ["budgets"]):
+                await admin.set_budget(principal, await body(), ctx, send, delete=True)
+            case ("GET", ["spend"]):
+                await admin.spend(principal, query, ctx, send)
+            case ("GET", ["ledger"]):
+                await admin.ledger(principal, query, ctx, send)
+            case _:
+                if any(p == parts for p in ADMIN_PATHS):
+                    raise MethodNotAllowed(f"{path} does not take {method}")
+                raise NotFoundError(f"no admin route {method} {path}; see the admin API in the README")
 
     @staticmethod
     async def _send_error(exc: GatewayError, ctx: RequestContext, send: Send) -> None:

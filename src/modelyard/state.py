@@ -5,16 +5,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from dataclasses import dataclass, field
 
 import aiohttp
 
+from modelyard.accounting.pricebook import PriceBook
+from modelyard.api.admin import AdminAPI
 from modelyard.config.load import RuntimeConfig
+from modelyard.policy.admission import Admission
+from modelyard.policy.auth import Authenticator
+from modelyard.policy.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from modelyard.providers._http import new_session
 from modelyard.providers.registry import Registry
 from modelyard.redact import Redactor
 from modelyard.routing.chat import ChatService
 from modelyard.routing.router import Router
+from modelyard.store.base import Store
+from modelyard.store.factory import store_for
 
 log = logging.getLogger("modelyard")
 
@@ -27,6 +35,12 @@ class AppState:
     router: Router
     chat: ChatService
     redact: Redactor
+    store: Store
+    limiter: RateLimiter
+    prices: PriceBook
+    auth: Authenticator
+    admission: Admission
+    admin: AdminAPI
     startup_errors: list[str] = field(default_factory=list)
     _warmup: asyncio.Task[None] | None = None
 
@@ -40,7 +54,32 @@ class AppState:
         registry = Registry(config, session, redact)
         router = Router(config, registry)
         chat = ChatService(router, default_anthropic_max_tokens=config.server.default_anthropic_max_tokens)
-        return cls(config, session, registry, router, chat, redact)
+        store = store_for(config.database_url)
+        limiter: RateLimiter
+        if config.rate_limits.backend == "redis" and config.redis_url:
+            limiter = RedisRateLimiter(config.redis_url)
+        else:
+            limiter = MemoryRateLimiter()
+        prices = PriceBook(config)
+        for group in router.groups():
+            for dep in group.deployments:
+                if dep.policy.local:
+                    prices.register_local(dep.label, dep.policy.hardware)
+        auth = Authenticator(config.master_key, store)
+        admission = Admission(config, store, limiter, prices, router)
+        admin = AdminAPI(store, on_key_change=auth.forget)
+        return cls(
+            config, session, registry, router, chat, redact, store, limiter, prices, auth, admission, admin
+        )
+
+    async def open(self) -> None:
+        """Connect to the store and settle what a crash left pending."""
+        await self.store.open()
+        recovered = await self.store.recover_pending(time.time())
+        if recovered:
+            log.warning(
+                "settled %d reservations left pending by an earlier crash (at their reserved cost)", recovered
+            )
 
     def start_local_models(self) -> None:
         """Load local models in the background: /healthz answers at once, /readyz once loaded."""
@@ -77,3 +116,7 @@ class AppState:
             except Exception as exc:
                 log.warning("closing %s failed: %s", provider.name, self.redact(str(exc)))
         await self.session.close()
+        try:
+            await self.store.aclose()  # flushes every queued settlement
+        finally:
+            await self.limiter.aclose()

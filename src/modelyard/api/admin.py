@@ -90,6 +90,11 @@ def _require(principal: Principal, *roles: Role) -> None:
         raise PermissionDeniedError(f"this route needs role {needed}; this key is {principal.role.value}")
 
 
+def require_reader(principal: Principal) -> None:
+    """Admins and viewers may read gateway-wide state."""
+    _require(principal, Role.ADMIN, Role.VIEWER)
+
+
 def _optional_int(body: dict[str, Any], name: str) -> int | None:
     value = body.get(name)
     if value is None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from modelyard.api.asgi import Receive, RequestContext, Send, send_bytes, send_json, send_stream
+from modelyard.api.asgi import Receive, RequestContext, Send, send_json
+from modelyard.api.inference import serve_chat
 from modelyard.api.validate import check_anthropic_messages
 from modelyard.providers.base import WireProtocol
 from modelyard.routing.tokens import count_anthropic_request
@@ -18,16 +19,7 @@ async def messages(
     check_anthropic_messages(
         body, max_messages=server.max_messages, max_output_tokens=server.max_output_tokens
     )
-    if body.get("stream"):
-        outcome = await state.chat.stream(WireProtocol.ANTHROPIC, body, ctx)
-        headers = ctx.response_headers(b"text/event-stream; charset=utf-8")
-        try:
-            await send_stream(send, receive, outcome.first, outcome.rest, headers)
-        finally:
-            await outcome.rest.aclose()  # type: ignore[attr-defined]
-        return
-    raw = await state.chat.complete(WireProtocol.ANTHROPIC, body, ctx)
-    await send_bytes(send, 200, raw, ctx.response_headers(b"application/json"))
+    await serve_chat(state, WireProtocol.ANTHROPIC, body, ctx, receive, send)
 
 
 async def count_tokens(state: AppState, body: dict[str, Any], ctx: RequestContext, send: Send) -> None:

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import time
 from typing import Any
 
 import numpy as np
 
-from modelyard.api.asgi import Receive, RequestContext, Send, send_bytes, send_json, send_stream
+from modelyard.api.asgi import Receive, RequestContext, Send, send_json
+from modelyard.api.inference import serve_chat
 from modelyard.api.validate import check_openai_chat, embedding_inputs
-from modelyard.errors import NotFoundError
-from modelyard.providers.base import CallContext, WireProtocol
+from modelyard.errors import GatewayError, NotFoundError, UpstreamTimeoutError
+from modelyard.providers.base import CallContext, EmbeddingResult, WireProtocol
+from modelyard.routing.deployment import DeploymentState
 from modelyard.state import AppState
 
 MAX_EMBEDDING_INPUTS = 2048
@@ -22,16 +25,7 @@ async def chat_completions(
 ) -> None:
     server = state.config.server
     check_openai_chat(body, max_messages=server.max_messages, max_output_tokens=server.max_output_tokens)
-    if body.get("stream"):
-        outcome = await state.chat.stream(WireProtocol.OPENAI, body, ctx)
-        headers = ctx.response_headers(b"text/event-stream; charset=utf-8")
-        try:
-            await send_stream(send, receive, outcome.first, outcome.rest, headers)
-        finally:
-            await outcome.rest.aclose()  # type: ignore[attr-defined]
-        return
-    raw = await state.chat.complete(WireProtocol.OPENAI, body, ctx)
-    await send_bytes(send, 200, raw, ctx.response_headers(b"application/json"))
+    await serve_chat(state, WireProtocol.OPENAI, body, ctx, receive, send)
 
 
 def _encode_vector(vector: list[float], encoding_format: str) -> list[float] | str:
@@ -42,13 +36,53 @@ def _encode_vector(vector: list[float], encoding_format: str) -> list[float] | s
 
 async def embeddings(state: AppState, body: dict[str, Any], ctx: RequestContext, send: Send) -> None:
     inputs = embedding_inputs(body, MAX_EMBEDDING_INPUTS)
-    target = state.registry.resolve(body["model"], embeddings=True)
-    ctx.deployment = target.label
-    started = time.perf_counter()
+    state.registry.resolve(body["model"], embeddings=True)  # a clear 404 for a chat-only model
+    group = state.router.group(body["model"])
+    ticket = await state.admission.admit(
+        ctx.principal, {**body, "max_tokens": 0}, WireProtocol.OPENAI, group, ctx
+    )
+    call_ctx = CallContext(ctx.request_id)
+
+    async def call(dep: DeploymentState, per_try_s: float) -> EmbeddingResult:
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(per_try_s):
+                return await dep.target.provider.embed(inputs, dep.target.upstream_model, call_ctx)
+        except TimeoutError:
+            raise UpstreamTimeoutError(
+                f"{dep.label} gave no embeddings within the deadline",
+                provider=dep.target.provider.name,
+                model=dep.target.upstream_model,
+            ) from None
+        finally:
+            ctx.upstream_s += time.perf_counter() - started
+
+    outcome = "error"
     try:
-        result = await target.provider.embed(inputs, target.upstream_model, CallContext(ctx.request_id))
+        try:
+            execution = await state.router.execute(
+                group, call, body=body, supports=lambda d: d.target.embeddings
+            )
+        except GatewayError as exc:
+            ctx.attempt_log = list(getattr(exc, "attempts", None) or [])
+            raise
+        ctx.attempt_log = list(execution.attempts)
+        ctx.deployment, ctx.attempts, ctx.route = (
+            execution.deployment.label,
+            len(execution.attempts),
+            execution.reason,
+        )
+        result = execution.result
+        ctx.usage.tokens_in, ctx.usage.reported = result.prompt_tokens, True
+        await _send_embeddings(result, body, ctx, send)
+        outcome = "ok"
     finally:
-        ctx.upstream_s += time.perf_counter() - started
+        await state.admission.settle(ticket, ctx, outcome)
+
+
+async def _send_embeddings(
+    result: EmbeddingResult, body: dict[str, Any], ctx: RequestContext, send: Send
+) -> None:
     fmt = body.get("encoding_format") or "float"
     dimensions = body.get("dimensions")
     vectors = result.vectors

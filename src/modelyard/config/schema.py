@@ -76,6 +76,8 @@ class PricingConfig(_Strict):
     output_per_mtok: Money | None = None
     cache_read_per_mtok: Money | None = None
     cache_write_per_mtok: Money | None = None
+    cache_write_1h_per_mtok: Money | None = None
+    """Anthropic's 1-hour cache writes (default: the 5-minute rate)."""
 
 
 class HardwareConfig(_Strict):

@@ -75,6 +75,7 @@ class HeldStream:
         self._rest = rest
         self.deployment = deployment
         self.usage = usage if usage is not None else Usage()
+        self.ttft_s: float | None = None
         self._released = False
 
     def release(self) -> None:
@@ -142,6 +143,7 @@ class ChatService:
             execution = await self._router.execute(group, call, body=body, supports=lambda d: d.target.chat)
         except GatewayError as exc:
             attempts = getattr(exc, "attempts", None)
+            ctx.attempt_log = list(attempts or [])
             if attempts:
                 # The error answer names the deployment that failed last and how many were tried.
                 ctx.deployment = attempts[-1].deployment
@@ -149,6 +151,7 @@ class ChatService:
             raise
         ctx.deployment = execution.deployment.label
         ctx.attempts = len(execution.attempts)
+        ctx.attempt_log = list(execution.attempts)
         ctx.route = execution.reason
         return execution
 
@@ -219,11 +222,14 @@ class ChatService:
                 raise
             finally:
                 ctx.upstream_s += time.perf_counter() - started
-            return HeldStream(first, encoded, dep, usage)
+            held = HeldStream(first, encoded, dep, usage)
+            held.ttft_s = time.perf_counter() - started
+            return held
 
         execution = await self._execute(group, call, body, ctx)
         held = execution.result
         ctx.usage = held.usage
+        ctx.ttft_s = held.ttft_s
         return StreamOutcome(held.first, GuardedStream(held, ctx, execution.deployment.policy.idle_timeout_s))
 
     async def _encode(
@@ -304,9 +310,12 @@ class GuardedStream:
                 provider="gateway",
                 model=self._ctx.deployment or "",
             )
+            self._ctx.outcome = "timeout"
         except GatewayError as exc:
             error = exc
+            self._ctx.outcome = "upstream_cut"
         except Exception:
+            self._ctx.outcome = "error"
             log.exception("stream failed inside the gateway (request %s)", self._ctx.request_id)
             error = GatewayError(f"the stream failed inside the gateway (request {self._ctx.request_id})")
         await self._finish()

@@ -10,6 +10,7 @@ import contextlib
 import time
 from collections import deque
 from dataclasses import dataclass
+from typing import Any
 
 from modelyard.providers.registry import Target
 from modelyard.routing.breaker import BreakerState, CircuitBreaker
@@ -47,6 +48,8 @@ class DeploymentPolicy:
     idle_timeout_s: float = 30.0
     tags: tuple[str, ...] = ()
     local: bool = False
+    hardware: Any = None
+    """The deployment's HardwareConfig (self-hosted cost), if configured."""
 
 
 class DeploymentState:

@@ -112,6 +112,7 @@ def policy_for(dep: Deployment) -> DeploymentPolicy:
         idle_timeout_s=dep.idle_timeout_s,
         tags=tuple(dep.tags),
         local=local,
+        hardware=dep.hardware,
     )
 
 

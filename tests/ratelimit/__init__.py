@@ -1,0 +1,1 @@
+"""Rate limiter tests: both backends, window edges, atomicity, settlement, C4 and C5."""

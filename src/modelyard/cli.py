@@ -207,6 +207,16 @@ def chat(
     sys.exit(run_chat(url=url, key=key, model=model, system=system, max_tokens=max_tokens))
 
 
+def _register_admin_commands() -> None:
+    from modelyard.cli_admin import keys_app, spend
+
+    app.add_typer(keys_app, name="keys")
+    app.command("spend")(spend)
+
+
+_register_admin_commands()
+
+
 @app.command()
 def version() -> None:
     """Print the version."""

@@ -336,8 +336,10 @@ class AdminAPI:
     # -- budgets -----------------------------------------------------------------------------
     def _check_budget_scope(self, principal: Principal, scope: Scope, scope_id: str) -> None:
         mine = principal.key
-        if mine is None:
-            return
+        if mine is None or (
+            principal.role is Role.ADMIN and not (mine.org_id or mine.team_id or mine.user_id)
+        ):
+            return  # the master key, or an admin key not confined to an org/team/user
         allowed = {(Scope.KEY, mine.id)}
         if mine.team_id:
             allowed.add((Scope.TEAM, mine.team_id))

@@ -107,7 +107,7 @@ def serve(
         log_level=log_level,
         lifespan="on",
         proxy_headers=False,
-        timeout_graceful_shutdown=10,
+        timeout_graceful_shutdown=30,
     )
 
 

@@ -78,7 +78,7 @@ class PriceBook:
             self._derived[label] = (meter.version, derived)
             return derived
         price = self.catalog.lookup(provider, upstream_model)
-        if price is None and label not in self.unpriced:
+        if price is None and label not in self.unpriced and provider != "fake":
             self.unpriced.add(label)
             log.warning(
                 "no price for %s (model %r): its requests are recorded at $0; add `pricing:` to the "

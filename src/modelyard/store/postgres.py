@@ -119,6 +119,8 @@ class PostgresStore(BatchingStore):
 
     ``schema`` (default ``public``): where the tables live (created if missing).
     ``pool_size`` (default 10): most connections held; one is the batch writer's at a time.
+    ``server_settings`` (default none): extra session settings for every connection, e.g.
+    ``{"application_name": "modelyard"}``.
     ``clock`` (default ``time.time``): the time used for budget periods (tests move it).
     """
 
@@ -128,6 +130,7 @@ class PostgresStore(BatchingStore):
         *,
         schema: str = "public",
         pool_size: int = 10,
+        server_settings: dict[str, str] | None = None,
         clock: Callable[[], float] = time.time,
         max_queued_settlements: int = 100_000,
         max_batch: int = 500,
@@ -136,6 +139,7 @@ class PostgresStore(BatchingStore):
         self.dsn = dsn
         self.schema = _sql.check_identifier(schema, "PostgreSQL schema name")
         self.pool_size = pool_size
+        self.server_settings = dict(server_settings or {})
         self._pool: asyncpg.Pool | None = None
         s = f'"{self.schema}"'
         self._t_keys, self._t_budgets = f"{s}.keys", f"{s}.budgets"
@@ -165,7 +169,7 @@ class PostgresStore(BatchingStore):
             # asyncpg prepares every statement; a generic plan made while a table was small (a
             # sequential scan) would stay in use as the table grows. Plan each execution instead:
             # these statements plan in microseconds.
-            server_settings={"plan_cache_mode": "force_custom_plan"},
+            server_settings={"plan_cache_mode": "force_custom_plan", **self.server_settings},
         )
         try:
             await self._migrate()

@@ -35,6 +35,7 @@ from modelyard.config.load import RuntimeConfig
 from modelyard.errors import GatewayError, NotFoundError
 from modelyard.policy.auth import Principal
 from modelyard.state import AppState
+from modelyard.telemetry.build import build_record
 
 log = logging.getLogger("modelyard.access")
 
@@ -161,26 +162,25 @@ class ModelyardApp:
                 )
         except GatewayError as exc:
             status = exc.status
+            ctx.error = exc
             await self._send_error(exc, ctx, send)
         except asyncio.CancelledError:
             status = 499
             raise
-        except Exception:
+        except Exception as exc:
             status = 500
+            ctx.error = exc
             log.exception("unhandled error in request %s", ctx.request_id)
             await self._send_error(
                 GatewayError(f"internal gateway error; report request id {ctx.request_id}"), ctx, send
             )
         finally:
-            if log.isEnabledFor(logging.INFO):
-                log.info(
-                    "%s %s %s %d %s %.2fms",
-                    ctx.request_id,
-                    method,
-                    path,
-                    status,
-                    ctx.deployment or "-",
-                    ctx.overhead_ms(),
+            state = self.state
+            if state is not None and path not in ("/healthz", "/readyz"):
+                state.telemetry.emit(
+                    build_record(
+                        ctx, method=method, path=path, status=status, router=state.router, redact=state.redact
+                    )
                 )
 
     async def _admin(

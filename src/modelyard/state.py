@@ -23,6 +23,8 @@ from modelyard.routing.chat import ChatService
 from modelyard.routing.router import Router
 from modelyard.store.base import Store
 from modelyard.store.factory import store_for
+from modelyard.telemetry.access_log import AccessLog
+from modelyard.telemetry.record import TelemetryHub
 
 log = logging.getLogger("modelyard")
 
@@ -41,6 +43,7 @@ class AppState:
     auth: Authenticator
     admission: Admission
     admin: AdminAPI
+    telemetry: TelemetryHub
     startup_errors: list[str] = field(default_factory=list)
     _warmup: asyncio.Task[None] | None = None
 
@@ -68,8 +71,21 @@ class AppState:
         auth = Authenticator(config.master_key, store)
         admission = Admission(config, store, limiter, prices, router)
         admin = AdminAPI(store, on_key_change=auth.forget)
+        telemetry = TelemetryHub([AccessLog()])
         return cls(
-            config, session, registry, router, chat, redact, store, limiter, prices, auth, admission, admin
+            config,
+            session,
+            registry,
+            router,
+            chat,
+            redact,
+            store,
+            limiter,
+            prices,
+            auth,
+            admission,
+            admin,
+            telemetry,
         )
 
     async def open(self) -> None:

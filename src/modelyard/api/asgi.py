@@ -71,6 +71,15 @@ class RequestContext:
     """The authenticated caller (modelyard.policy.auth.Principal)."""
     outcome: str = "ok"
     """How the answer ended for the caller: ok, upstream_cut, timeout, client_disconnect, error."""
+    wall_start: float = field(default_factory=time.time)
+    error: BaseException | None = None
+    """The error the caller was answered with, if any."""
+    model: str | None = None
+    stream: bool = False
+    capture: bool = False
+    """Whether this request's prompt and answer may be stored (per key, or globally)."""
+    prompt: Any = None
+    response: Any = None
 
     reported_overhead_ms: float | None = None
     """The overhead as sent in the response headers (for streams: at the first byte)."""

@@ -18,6 +18,7 @@ async def serve_chat(
     send: Send,
 ) -> None:
     """Serve one chat request; whatever happens (failure, cut, client gone), it is settled."""
+    ctx.model, ctx.stream = str(body["model"]), bool(body.get("stream"))
     group = state.router.group(body["model"])
     ticket = await state.admission.admit(ctx.principal, body, client, group, ctx)
     outcome = "error"

@@ -36,6 +36,7 @@ def _encode_vector(vector: list[float], encoding_format: str) -> list[float] | s
 
 async def embeddings(state: AppState, body: dict[str, Any], ctx: RequestContext, send: Send) -> None:
     inputs = embedding_inputs(body, MAX_EMBEDDING_INPUTS)
+    ctx.model = str(body["model"])
     state.registry.resolve(body["model"], embeddings=True)  # a clear 404 for a chat-only model
     group = state.router.group(body["model"])
     ticket = await state.admission.admit(

@@ -57,6 +57,8 @@ class AttemptRecord:
     """``ok``, ``retryable``, ``error``, ``timeout`` or ``saturated``."""
     status: int | None
     latency_ms: float
+    ended_at: float = field(default_factory=time.time)
+    """Unix seconds when the attempt ended (it started ``latency_ms`` earlier)."""
 
 
 @dataclass(slots=True)

@@ -247,6 +247,9 @@ class RoutingConfig(_Strict):
     hedge_after_s: float | None = Field(None, gt=0)
     """Send a second attempt to another deployment if the first has no first byte after this long
     (off by default: it can double the token cost)."""
+    mid_stream_failover: bool = False
+    """Continue a text stream that fails after its first byte on another deployment, from the
+    text already sent, instead of ending it with an error event (default off)."""
     retry: RetryConfig = Field(default_factory=RetryConfig)
     breaker: BreakerConfig = Field(default_factory=BreakerConfig)
 
@@ -317,6 +320,53 @@ class TeamLimits(_Strict):
     """Tokens per minute: admission counts the prompt estimate + max_tokens, settled to actual."""
 
 
+class TracingConfig(_Strict):
+    """OpenTelemetry traces: one span per request, a child span per upstream attempt (off by default)."""
+
+    enabled: bool = False
+    """Build and export spans (default false)."""
+    otlp_endpoint: str | None = None
+    """OTLP/HTTP traces URL, e.g. ``http://127.0.0.1:4318/v1/traces`` (default: none, nothing is
+    exported). Taken from this file only, never from the environment or a request."""
+    otlp_headers: dict[str, str] = Field(default_factory=dict)
+    """Headers sent to the collector; each value a secret reference (``env:OTLP_TOKEN``)."""
+    service_name: str = "modelyard"
+    """``service.name`` of the spans (default ``modelyard``)."""
+    capture_content: bool = False
+    """Put prompts and answers on spans, only for requests whose capture is on (default false)."""
+    sample_ratio: float = Field(1.0, ge=0, le=1)
+    """Fraction of requests traced (default 1.0: all)."""
+
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _endpoint(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("otlp_endpoint must be an http:// or https:// URL (OTLP over HTTP)")
+        return value
+
+    @field_validator("otlp_headers")
+    @classmethod
+    def _headers(cls, value: dict[str, str]) -> dict[str, str]:
+        for header in value.values():
+            _check_secret_ref(header)
+        return value
+
+
+class ObservabilityConfig(_Strict):
+    """Metrics, traces and request logs."""
+
+    metrics_auth: bool = False
+    """Require an admin or viewer key for ``GET /metrics`` when a master key is set (default false:
+    open, as Prometheus scrapers often cannot send one; keep the port private then)."""
+    log_format: Literal["text", "json"] = "text"
+    """One line per request: ``text`` (the access log, default) or ``json`` (structured, redacted)."""
+    log_file: str | None = None
+    """Where JSON request lines go (default: stderr)."""
+    budget_refresh_s: float = Field(15.0, ge=0.05, le=3600)
+    """How often the remaining-budget gauges are re-read from the store, seconds (default 15)."""
+    tracing: TracingConfig = Field(default_factory=TracingConfig)
+
+
 class GatewayConfig(_Strict):
     """The whole file."""
 
@@ -326,6 +376,7 @@ class GatewayConfig(_Strict):
     server: ServerConfig = Field(default_factory=ServerConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
     rate_limits: RateLimitConfig = Field(default_factory=RateLimitConfig)
+    observability: ObservabilityConfig = Field(default_factory=ObservabilityConfig)
     models: list[ModelConfig] = Field(default_factory=list)
     embedded_models: bool = True
     """Add the embedded chat model (``local``) and embedding model (``all-MiniLM-L6-v2``) unless a

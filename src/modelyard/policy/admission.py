@@ -49,6 +49,7 @@ STATUS_OF_OUTCOME = {
     "error": "error",
     "timeout": "timeout",
     "cancelled": "cancelled",
+    "cut": "upstream_cut",
 }
 
 
@@ -254,9 +255,12 @@ class Admission:
         rows: list[AttemptRow] = []
         now = time.time()
         served_tokens = 0
+        last_ok = max((i for i, a in enumerate(ctx.attempt_log) if a.outcome == "ok"), default=-1)
         for number, attempt in enumerate(ctx.attempt_log, start=1):
             dep = self._router.deployment(attempt.deployment)
-            served = attempt.outcome == "ok"
+            # Usage belongs to the attempt that finished the answer (after a mid-stream failover
+            # the usage already sums both parts).
+            served = number - 1 == last_ok
             status = outcome if served else STATUS_OF_OUTCOME.get(attempt.outcome, "error")
             tokens_in = usage.tokens_in if served else 0
             tokens_out = usage.tokens_out if served else 0

@@ -24,6 +24,7 @@ from modelyard.errors import GatewayError, UpstreamError, UpstreamTimeoutError
 from modelyard.providers.base import CallContext, JSONDict, Provider, WireProtocol
 from modelyard.providers.registry import Target
 from modelyard.routing.deployment import DeploymentState
+from modelyard.routing.failover import ContinuationTracker, continuation_body, splice
 from modelyard.routing.group import ModelGroup
 from modelyard.routing.router import Execution, Router
 from modelyard.routing.usage import Usage, UsageSniffer
@@ -138,9 +139,12 @@ class ChatService:
         call: Callable[[DeploymentState, float], Awaitable[T]],
         body: JSONDict,
         ctx: RequestContext,
+        exclude: set[str] | None = None,
     ) -> Execution[T]:
         try:
-            execution = await self._router.execute(group, call, body=body, supports=lambda d: d.target.chat)
+            execution = await self._router.execute(
+                group, call, body=body, supports=lambda d: d.target.chat, exclude=exclude
+            )
         except GatewayError as exc:
             attempts = getattr(exc, "attempts", None)
             ctx.attempt_log = list(attempts or [])
@@ -190,7 +194,15 @@ class ChatService:
             return openai_response_to_anthropic(response, model=model)
         return anthropic_response_to_openai(response, model=model)
 
-    async def stream(self, client: WireProtocol, body: JSONDict, ctx: RequestContext) -> StreamOutcome:
+    async def stream(
+        self,
+        client: WireProtocol,
+        body: JSONDict,
+        ctx: RequestContext,
+        *,
+        exclude: set[str] | None = None,
+        allow_failover: bool = True,
+    ) -> StreamOutcome:
         group = self._router.group(body["model"])
         call_ctx = CallContext(ctx.request_id, extra_headers=_forwarded_headers(ctx))
 
@@ -226,11 +238,65 @@ class ChatService:
             held.ttft_s = time.perf_counter() - started
             return held
 
-        execution = await self._execute(group, call, body, ctx)
+        execution = await self._execute(group, call, body, ctx, exclude)
         held = execution.result
         ctx.usage = held.usage
         ctx.ttft_s = held.ttft_s
-        return StreamOutcome(held.first, GuardedStream(held, ctx, execution.deployment.policy.idle_timeout_s))
+        idle = execution.deployment.policy.idle_timeout_s
+        if allow_failover and group.routing.mid_stream_failover and not body.get("tools"):
+            tracker = ContinuationTracker(client)
+            tracker.observe(held.first)
+
+            async def failover(partial: str) -> AsyncIterator[bytes] | None:
+                return await self._continue(client, body, ctx, partial, tracker)
+
+            return StreamOutcome(
+                held.first, GuardedStream(held, ctx, idle, failover=failover, tracker=tracker)
+            )
+        return StreamOutcome(held.first, GuardedStream(held, ctx, idle))
+
+    async def _continue(
+        self,
+        client: WireProtocol,
+        body: JSONDict,
+        ctx: RequestContext,
+        partial: str,
+        tracker: ContinuationTracker,
+    ) -> AsyncIterator[bytes] | None:
+        """Start the rest of a cut text stream on another deployment; None if none can take it."""
+        failed = ctx.deployment
+        sub = RequestContext.new(ctx.dialect, ctx.headers, ctx.request_id)
+        try:
+            outcome = await self.stream(
+                client,
+                continuation_body(client, body, partial),
+                sub,
+                exclude={failed} if failed else None,
+                allow_failover=False,
+            )
+        except GatewayError as exc:
+            log.warning("mid-stream failover for %s found no deployment: %s", ctx.request_id, exc.message)
+            return None
+        if ctx.attempt_log:
+            ctx.attempt_log[-1].outcome = "cut"
+        ctx.attempt_log += sub.attempt_log
+        ctx.route = f"failover:{sub.deployment}"
+        ctx.deployment = sub.deployment
+        total = ctx.usage
+
+        async def spliced() -> AsyncIterator[bytes]:
+            try:
+                async for chunk in splice(client, tracker, outcome.first, outcome.rest):
+                    yield chunk
+            finally:
+                await outcome.rest.aclose()  # type: ignore[attr-defined]
+                total.estimate_if_unreported(0)
+                part = sub.usage
+                total.tokens_out += part.tokens_out
+                total.cache_read += part.cache_read
+                ctx.outcome = sub.outcome
+
+        return spliced()
 
     async def _encode(
         self,
@@ -286,11 +352,21 @@ class GuardedStream:
     event in the caller's protocol, then the end. Releases the deployment's slot exactly once,
     whether the stream completes, fails or the client goes away."""
 
-    def __init__(self, held: HeldStream, ctx: RequestContext, idle_timeout_s: float) -> None:
-        self._held = held
+    def __init__(
+        self,
+        held: HeldStream,
+        ctx: RequestContext,
+        idle_timeout_s: float,
+        *,
+        failover: Callable[[str], Awaitable[AsyncIterator[bytes] | None]] | None = None,
+        tracker: ContinuationTracker | None = None,
+    ) -> None:
+        self._held: Any = held
         self._ctx = ctx
         self._idle = idle_timeout_s
         self._done = False
+        self._failover = failover
+        self._tracker = tracker
 
     def __aiter__(self) -> GuardedStream:
         return self
@@ -300,26 +376,47 @@ class GuardedStream:
             raise StopAsyncIteration
         try:
             async with asyncio.timeout(self._idle):
-                return await anext(self._held)
+                chunk: bytes = await anext(self._held)
+            if self._tracker is not None:
+                self._tracker.observe(chunk)
+            return chunk
         except StopAsyncIteration:
             await self._finish()
             raise
-        except TimeoutError:
-            error: GatewayError = UpstreamTimeoutError(
-                f"the upstream stalled: no data for {self._idle:g}s (idle_timeout_s)",
-                provider="gateway",
-                model=self._ctx.deployment or "",
-            )
-            self._ctx.outcome = "timeout"
-        except GatewayError as exc:
-            error = exc
-            self._ctx.outcome = "upstream_cut"
+        except (TimeoutError, GatewayError) as failure:
+            if await self._try_failover():
+                return await self.__anext__()
+            error = self._failure_event(failure)
         except Exception:
             self._ctx.outcome = "error"
             log.exception("stream failed inside the gateway (request %s)", self._ctx.request_id)
             error = GatewayError(f"the stream failed inside the gateway (request {self._ctx.request_id})")
         await self._finish()
         return stream_error_event(error, self._ctx)
+
+    async def _try_failover(self) -> bool:
+        if self._failover is None or self._tracker is None or not self._tracker.eligible:
+            return False
+        failover, self._failover = self._failover, None  # once per request
+        continuation = await failover(self._tracker.partial)
+        if continuation is None:
+            return False
+        await self._held.aclose()  # frees the failed deployment's slot
+        self._held = continuation
+        self._tracker = None
+        self._ctx.outcome = "ok"
+        return True
+
+    def _failure_event(self, failure: BaseException) -> GatewayError:
+        if isinstance(failure, GatewayError):
+            self._ctx.outcome = "upstream_cut"
+            return failure
+        self._ctx.outcome = "timeout"
+        return UpstreamTimeoutError(
+            f"the upstream stalled: no data for {self._idle:g}s (idle_timeout_s)",
+            provider="gateway",
+            model=self._ctx.deployment or "",
+        )
 
     async def _finish(self) -> None:
         self._done = True

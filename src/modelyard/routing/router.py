@@ -304,6 +304,7 @@ class Router:
         *,
         body: JSONDict,
         supports: Callable[[DeploymentState], bool] = lambda _d: True,
+        exclude: set[str] | None = None,
     ) -> Execution[T]:
         """Run ``call(deployment, per_try_timeout)`` until it succeeds or attempts run out.
 
@@ -316,7 +317,7 @@ class Router:
         chain: list[ModelGroup] = [group]
         chain_names = {group.name}
         attempts: list[AttemptRecord] = []
-        exclude: set[str] = set()
+        exclude = set(exclude or ())
         same_retries = 0
         last_exc: GatewayError | None = None
         last_retry_after: float | None = None

@@ -32,17 +32,19 @@ from modelyard.api.asgi import (
 )
 from modelyard.api.errors import error_headers, error_payload
 from modelyard.config.load import RuntimeConfig
+from modelyard.dashboard import requests_api, serve_ui
 from modelyard.errors import GatewayError, NotFoundError
 from modelyard.policy.auth import Principal
 from modelyard.state import AppState
 from modelyard.telemetry.build import build_record
+from modelyard.telemetry.observability import METRICS_CONTENT_TYPE
 
 log = logging.getLogger("modelyard.access")
 
 JSONHandler = Callable[[AppState, dict[str, Any], RequestContext, Receive, Send], Awaitable[None]]
 
 
-ADMIN_PATHS = (["deployments"], ["keys"], ["budgets"], ["spend"], ["ledger"])
+ADMIN_PATHS = (["deployments"], ["keys"], ["budgets"], ["spend"], ["ledger"], ["requests"])
 
 
 class MethodNotAllowed(GatewayError):
@@ -137,6 +139,12 @@ class ModelyardApp:
             if path in ("/healthz", "/readyz"):
                 await self._health(state, path, ctx, send)
                 return
+            if path == "/metrics":
+                await self._metrics(state, method, headers, send)
+                return
+            if path == "/ui" or path.startswith("/ui/"):
+                await serve_ui(state, scope, receive, send, ctx)  # its own login and session cookie
+                return
             principal = await state.auth.authenticate(headers)
             ctx.principal = principal
             if path.startswith("/admin/"):
@@ -176,7 +184,7 @@ class ModelyardApp:
             )
         finally:
             state = self.state
-            if state is not None and path not in ("/healthz", "/readyz"):
+            if state is not None and path not in ("/healthz", "/readyz", "/metrics"):
                 state.telemetry.emit(
                     build_record(
                         ctx, method=method, path=path, status=status, router=state.router, redact=state.redact
@@ -232,6 +240,10 @@ class ModelyardApp:
                 await admin.spend(principal, query, ctx, send)
             case ("GET", ["ledger"]):
                 await admin.ledger(principal, query, ctx, send)
+            case ("GET", ["requests"]):
+                await requests_api.search(state.store, principal, query, ctx, send)
+            case ("GET", ["requests", request_id]):
+                await requests_api.detail(state.store, principal, request_id, ctx, send)
             case _:
                 if any(p == parts for p in ADMIN_PATHS):
                     raise MethodNotAllowed(f"{path} does not take {method}")
@@ -252,6 +264,16 @@ class ModelyardApp:
         except RuntimeError:
             # The response had already started (a stream): nothing more can be said on it.
             pass
+
+    @staticmethod
+    async def _metrics(state: AppState, method: str, headers: dict[str, str], send: Send) -> None:
+        """Prometheus exposition; open unless ``observability.metrics_auth`` (then admin/viewer)."""
+        if method != "GET":
+            raise MethodNotAllowed(f"/metrics takes GET, not {method}")
+        if state.observability.config.metrics_auth:
+            require_reader(await state.auth.authenticate(headers))
+        body = await state.observability.render()
+        await send_bytes(send, 200, body, [(b"content-type", METRICS_CONTENT_TYPE)])
 
     async def _health(self, state: AppState, path: str, ctx: RequestContext, send: Send) -> None:
         if path == "/healthz":

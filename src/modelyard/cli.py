@@ -73,6 +73,7 @@ def serve(
     import uvicorn
 
     from modelyard.app import create_app
+    from modelyard.telemetry.multiproc import multiprocess_metrics_dir
 
     runtime = _load(config)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -96,19 +97,21 @@ def serve(
         options = {"factory": True, "workers": workers}
     else:
         target = create_app(runtime)
-    uvicorn.run(
-        target,  # type: ignore[arg-type]
-        **options,  # type: ignore[arg-type]
-        host=bind_host,
-        port=bind_port,
-        loop="uvloop",
-        http="httptools",
-        access_log=False,
-        log_level=log_level,
-        lifespan="on",
-        proxy_headers=False,
-        timeout_graceful_shutdown=30,
-    )
+    # Several workers share their metrics through a per-run directory, set before they start.
+    with multiprocess_metrics_dir(workers):
+        uvicorn.run(
+            target,  # type: ignore[arg-type]
+            **options,  # type: ignore[arg-type]
+            host=bind_host,
+            port=bind_port,
+            loop="uvloop",
+            http="httptools",
+            access_log=False,
+            log_level=log_level,
+            lifespan="on",
+            proxy_headers=False,
+            timeout_graceful_shutdown=30,
+        )
 
 
 @app.command("check-config")
@@ -209,9 +212,11 @@ def chat(
 
 def _register_admin_commands() -> None:
     from modelyard.cli_admin import keys_app, spend
+    from modelyard.cli_top import top
 
     app.add_typer(keys_app, name="keys")
     app.command("spend")(spend)
+    app.command("top")(top)
 
 
 _register_admin_commands()

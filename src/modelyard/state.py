@@ -23,8 +23,9 @@ from modelyard.routing.chat import ChatService
 from modelyard.routing.router import Router
 from modelyard.store.base import Store
 from modelyard.store.factory import store_for
-from modelyard.telemetry.access_log import AccessLog
+from modelyard.telemetry.observability import Observability
 from modelyard.telemetry.record import TelemetryHub
+from modelyard.telemetry.requestlog_sink import RequestLogSink
 
 log = logging.getLogger("modelyard")
 
@@ -44,7 +45,11 @@ class AppState:
     admission: Admission
     admin: AdminAPI
     telemetry: TelemetryHub
+    observability: Observability
+    """Metrics registry (``GET /metrics``), request-log and trace sinks, and their background work."""
     startup_errors: list[str] = field(default_factory=list)
+    request_log: RequestLogSink | None = None
+    """Stores each inference request (``GET /admin/requests``, the dashboard at ``/ui``)."""
     _warmup: asyncio.Task[None] | None = None
 
     @classmethod
@@ -71,7 +76,10 @@ class AppState:
         auth = Authenticator(config.master_key, store)
         admission = Admission(config, store, limiter, prices, router)
         admin = AdminAPI(store, on_key_change=auth.forget)
-        telemetry = TelemetryHub([AccessLog()])
+        observability = Observability.build(config, router, store, redact)
+        telemetry = TelemetryHub(observability.sinks())
+        request_log = RequestLogSink(store, config.request_log, redact=redact)
+        telemetry.add(request_log)
         return cls(
             config,
             session,
@@ -86,6 +94,8 @@ class AppState:
             admission,
             admin,
             telemetry,
+            observability,
+            request_log=request_log,
         )
 
     async def open(self) -> None:
@@ -96,6 +106,9 @@ class AppState:
             log.warning(
                 "settled %d reservations left pending by an earlier crash (at their reserved cost)", recovered
             )
+        await self.observability.start()
+        if self.request_log is not None:
+            self.request_log.start()
 
     def start_local_models(self) -> None:
         """Load local models in the background: /healthz answers at once, /readyz once loaded."""
@@ -122,6 +135,7 @@ class AppState:
         return not problems, problems
 
     async def aclose(self) -> None:
+        await self.observability.aclose()
         if self._warmup is not None:
             self._warmup.cancel()
             with contextlib.suppress(BaseException):
@@ -132,6 +146,8 @@ class AppState:
             except Exception as exc:
                 log.warning("closing %s failed: %s", provider.name, self.redact(str(exc)))
         await self.session.close()
+        if self.request_log is not None:
+            await self.request_log.aclose()  # writes what is queued, while the store is open
         try:
             await self.store.aclose()  # flushes every queued settlement
         finally:

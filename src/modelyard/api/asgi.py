@@ -178,14 +178,21 @@ async def send_stream(
     rest: AsyncIterator[bytes],
     headers: list[tuple[bytes, bytes]],
 ) -> bool:
-    """Stream SSE bytes; stop early (returning False) when the client goes away."""
+    """Stream SSE bytes; stop early (returning False) when the client goes away.
+
+    The client leaving is noticed at once, even while the upstream is silent: the watcher cancels
+    this task, which closes the upstream stream (and frees its deployment slot) right away.
+    """
     disconnected = asyncio.Event()
+    streaming = asyncio.current_task()
 
     async def watch() -> None:
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
                 disconnected.set()
+                if streaming is not None:
+                    streaming.cancel()
                 return
 
     watcher = asyncio.create_task(watch())
@@ -199,11 +206,15 @@ async def send_stream(
         )
         await send({"type": "http.response.body", "body": first, "more_body": True})
         async for chunk in rest:
-            if disconnected.is_set():
-                return False
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        watcher.cancel()
         await send({"type": "http.response.body", "body": b"", "more_body": False})
         return True
+    except asyncio.CancelledError:
+        if disconnected.is_set() and streaming is not None:
+            streaming.uncancel()
+            return False
+        raise
     except OSError:
         return False
     finally:

@@ -20,7 +20,9 @@ from modelyard.config.schema import (
     Deployment,
     GatewayConfig,
     ModelConfig,
+    ObservabilityConfig,
     RateLimitConfig,
+    RequestLogConfig,
     RoutingConfig,
     ServerConfig,
     StorageConfig,
@@ -57,6 +59,9 @@ class RuntimeConfig:
     rate_limits: RateLimitConfig = field(default_factory=RateLimitConfig)
     redis_url: str | None = None
     teams: dict[str, TeamLimits] = field(default_factory=dict)
+    observability: ObservabilityConfig = field(default_factory=ObservabilityConfig)
+    """As configured, except that ``tracing.otlp_headers`` hold the resolved secret values."""
+    request_log: RequestLogConfig = field(default_factory=RequestLogConfig)
 
     def model_names(self) -> list[str]:
         return [m.name for m in self.models]
@@ -227,6 +232,16 @@ def resolve(raw: GatewayConfig, environ: Mapping[str, str], source: str) -> Runt
                 redis_url = resolve_secret(raw.rate_limits.redis_url, environ, "rate_limits.redis_url")
             except ValueError as exc:
                 problems.append(f"{source}: {exc}")
+    observability = raw.observability
+    if observability.tracing.otlp_headers:
+        headers: dict[str, str] = {}
+        for name, ref in observability.tracing.otlp_headers.items():
+            try:
+                headers[name] = resolve_secret(ref, environ, f"observability.tracing.otlp_headers.{name}")
+            except ValueError as exc:
+                problems.append(f"{source}: {exc}")
+        tracing = observability.tracing.model_copy(update={"otlp_headers": headers})
+        observability = observability.model_copy(update={"tracing": tracing})
     if problems:
         raise ConfigError(problems)
     return RuntimeConfig(
@@ -240,6 +255,8 @@ def resolve(raw: GatewayConfig, environ: Mapping[str, str], source: str) -> Runt
         raw.rate_limits,
         redis_url,
         dict(raw.teams),
+        observability,
+        request_log=raw.request_log,
     )
 
 

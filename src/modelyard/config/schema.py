@@ -367,6 +367,25 @@ class ObservabilityConfig(_Strict):
     tracing: TracingConfig = Field(default_factory=TracingConfig)
 
 
+class RequestLogConfig(_Strict):
+    """The stored request log behind ``GET /admin/requests`` and the dashboard at ``/ui``."""
+
+    enabled: bool = True
+    """Store one row per inference request (default true)."""
+    capture_prompts: bool = False
+    """Store every request's prompt and answer (default false: only for keys created with
+    ``store_prompts: true``). Captured text is redacted of key-shaped strings and known secrets."""
+    retention_days: float = Field(30.0, gt=0)
+    """Rows older than this are purged in the background (default 30 days)."""
+    max_capture_bytes: int = Field(65536, ge=0)
+    """Longest prompt or answer stored, UTF-8 bytes; longer ones are cut (default 64 KiB)."""
+    purge_interval_s: float = Field(3600.0, gt=0)
+    """How often the retention purge runs, seconds (default 1 hour)."""
+    max_queue: int = Field(100_000, ge=1)
+    """Records waiting to be written before new ones are dropped and counted (default 100,000);
+    only reached when the database stays unavailable."""
+
+
 class GatewayConfig(_Strict):
     """The whole file."""
 
@@ -377,6 +396,7 @@ class GatewayConfig(_Strict):
     storage: StorageConfig = Field(default_factory=StorageConfig)
     rate_limits: RateLimitConfig = Field(default_factory=RateLimitConfig)
     observability: ObservabilityConfig = Field(default_factory=ObservabilityConfig)
+    request_log: RequestLogConfig = Field(default_factory=RequestLogConfig)
     models: list[ModelConfig] = Field(default_factory=list)
     embedded_models: bool = True
     """Add the embedded chat model (``local``) and embedding model (``all-MiniLM-L6-v2``) unless a

@@ -249,8 +249,11 @@ class Admission:
             return
         ticket.settled = True
         usage = ctx.usage
-        if outcome != "ok" or not usage.reported:
-            usage.estimate_if_unreported(ticket.prompt_estimate if ctx.attempt_log else 0)
+        answered = any(a.outcome in ("ok", "cut") for a in ctx.attempt_log)
+        if (outcome != "ok" or not usage.reported) and answered:
+            # An answer started and ended early: bill what was generated. (A request that never
+            # got an answer has no tokens to estimate.)
+            usage.estimate_if_unreported(ticket.prompt_estimate)
         key = ticket.principal.key
         rows: list[AttemptRow] = []
         now = time.time()

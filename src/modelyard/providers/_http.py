@@ -24,6 +24,9 @@ def new_session(connect_timeout_s: float) -> aiohttp.ClientSession:
         json_serialize=lambda obj: orjson.dumps(obj).decode(),
         auto_decompress=True,
         skip_auto_headers=("User-Agent",),
+        # A small read buffer: with a slow client, each stream holds little before backpressure
+        # stops reading from the upstream (RELIABILITY B3).
+        read_bufsize=2**14,
     )
 
 
@@ -144,7 +147,8 @@ class HTTPProvider(Provider):
                     raw = await resp.read()
                     raise error_from_response(resp.status, raw, resp.headers, self.name, model, self._redact)
                 decoder = SSEDecoder()
-                async for chunk in resp.content.iter_any():
+                # Bounded reads: a slow client then holds at most aiohttp's buffer + 16 KiB per stream.
+                async for chunk in resp.content.iter_chunked(16384):
                     for event in decoder.feed(chunk):
                         yield event
                 for event in decoder.close():

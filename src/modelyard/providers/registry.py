@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -35,6 +36,31 @@ class Target:
     context_window: int | None
 
 
+def _unique_labels(targets: list[Target], deployments: tuple[Deployment, ...]) -> list[Target]:
+    """Replicas of one upstream model (several vLLM servers, say) get distinct labels within their
+    group — ``openai/m@10.0.0.2:8000`` — since routing excludes, retries and books by label."""
+    counts: dict[str, int] = {}
+    for target in targets:
+        counts[target.label] = counts.get(target.label, 0) + 1
+    out: list[Target] = []
+    seen: set[str] = set()
+    for target, dep in zip(targets, deployments, strict=True):
+        label = target.label
+        if counts[label] > 1:
+            base_url = getattr(dep, "base_url", None)
+            if base_url:
+                label = f"{label}@{urlsplit(base_url).netloc}"
+            number = 2
+            candidate = label
+            while candidate in seen:
+                candidate = f"{label}#{number}"
+                number += 1
+            label = candidate
+        seen.add(label)
+        out.append(replace(target, label=label) if label != target.label else target)
+    return out
+
+
 class Registry:
     """Model name → deployments. Local providers are shared between names that use the same file."""
 
@@ -46,10 +72,13 @@ class Registry:
         self._targets: dict[str, list[Target]] = {}
         self.models: list[ResolvedModel] = list(config.models)
         for model in config.models:
-            targets = [
-                self._build(model, dep, secret)
-                for dep, secret in zip(model.deployments, model.secrets, strict=True)
-            ]
+            targets = _unique_labels(
+                [
+                    self._build(model, dep, secret)
+                    for dep, secret in zip(model.deployments, model.secrets, strict=True)
+                ],
+                model.deployments,
+            )
             for name in (model.name, *model.aliases):
                 self._targets[name] = targets
 

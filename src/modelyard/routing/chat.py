@@ -26,6 +26,7 @@ from modelyard.providers.registry import Target
 from modelyard.routing.deployment import DeploymentState
 from modelyard.routing.failover import ContinuationTracker, continuation_body, splice
 from modelyard.routing.group import ModelGroup
+from modelyard.routing.integrity import StreamIntegrity
 from modelyard.routing.router import Execution, Router
 from modelyard.routing.usage import Usage, UsageSniffer
 from modelyard.translate import (
@@ -310,12 +311,15 @@ class ChatService:
     ) -> AsyncIterator[bytes]:
         events = provider.stream(upstream, call)
         sniffer = UsageSniffer(provider.protocol, usage)
+        integrity = StreamIntegrity(provider.protocol)
         try:
             if provider.protocol is client:
                 hide_usage = client is WireProtocol.OPENAI and not (body.get("stream_options") or {}).get(
                     "include_usage"
                 )
                 async for event in events:
+                    if not integrity.accept(event):
+                        continue
                     sniffer.feed(event)
                     if hide_usage:
                         data = event.data
@@ -330,6 +334,10 @@ class ChatService:
                             yield b"data: " + data.replace(b',"usage":null', b"") + b"\n\n"
                             continue
                     yield event.encode()
+                self._check_complete(integrity, provider, target)
+                terminator = integrity.missing_terminator()
+                if terminator is not None:
+                    yield terminator
                 return
             translator: OpenAIToAnthropicStream | AnthropicToOpenAIStream
             if client is WireProtocol.ANTHROPIC:
@@ -338,13 +346,22 @@ class ChatService:
                 include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
                 translator = AnthropicToOpenAIStream(model=target.upstream_model, include_usage=include_usage)
             async for event in events:
+                if not integrity.accept(event):
+                    continue
                 sniffer.feed(event)
                 for out in translator.feed(event):
                     yield out.encode()
+            self._check_complete(integrity, provider, target)
             for out in translator.finish():
                 yield out.encode()
         finally:
             await _aclose(events)
+
+    @staticmethod
+    def _check_complete(integrity: StreamIntegrity, provider: Provider, target: Target) -> None:
+        error = integrity.incomplete_error(provider.name, target.upstream_model)
+        if error is not None:
+            raise error
 
 
 class GuardedStream:

@@ -20,7 +20,10 @@ from modelyard.routing.retry_budget import RetryBudget
 # deployments get tried, but not so fast that one sample of a slow one stops it being explored.
 PRIOR_LATENCY_S = 0.5
 EWMA_DECAY = 0.3
-FAILURE_PENALTY = 10.0
+FAILURE_PENALTY_S = 2.0
+"""Seconds added to a deployment's latency estimate right after a failure, decaying to 0 over
+the penalty span. Additive, so a replica failing fast (nothing in flight, low latency) still
+scores worse than a busy healthy one: a multiplier on a near-zero product would not."""
 DEFAULT_PENALTY_S = 10.0
 
 
@@ -83,15 +86,15 @@ class DeploymentState:
         return self.ewma_s if self.ewma_s is not None else PRIOR_LATENCY_S
 
     def penalty(self, now: float) -> float:
-        """1 when healthy; up to FAILURE_PENALTY right after a failure, decaying to 1 over the span."""
+        """Seconds of failure penalty now: FAILURE_PENALTY_S right after a failure, 0 once the span
+        (its Retry-After, else 10 s) has passed."""
         if now >= self._penalty_until:
-            return 1.0
-        left = (self._penalty_until - now) / self._penalty_span
-        return 1.0 + (FAILURE_PENALTY - 1.0) * left
+            return 0.0
+        return FAILURE_PENALTY_S * (self._penalty_until - now) / self._penalty_span
 
     def score(self, now: float) -> float:
-        """P2C's load score: EWMA latency × (in-flight + queued + 1) × failure penalty (lower is better)."""
-        return self.latency_estimate() * (self.in_flight + self.queued + 1) * self.penalty(now)
+        """P2C's load score, lower is better: (EWMA latency + failure penalty) × (in flight + queued + 1)."""
+        return (self.latency_estimate() + self.penalty(now)) * (self.in_flight + self.queued + 1)
 
     def has_free_slot(self) -> bool:
         limit = self.policy.max_concurrency
@@ -190,7 +193,7 @@ class DeploymentState:
             "breaker_opens_in_s": round(self.breaker.seconds_until_probe(at), 2)
             if state is BreakerState.OPEN
             else 0,
-            "penalty": round(self.penalty(at), 2),
+            "penalty_s": round(self.penalty(at), 3),
             "served": self.served,
             "failures": self.failures,
         }

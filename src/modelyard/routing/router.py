@@ -357,6 +357,13 @@ class Router:
                     f"model {group.name!r} is at capacity: {exc}; retry after {exc.retry_after_s:.1f}s",
                     exc.retry_after_s,
                 ) from None
+            if choice.reason == "panic":
+                # Every breaker of this model is open: a configured fallback model beats
+                # hammering a deployment known to be down. Only with none left, panic mode.
+                nxt = next_in_chain()
+                if nxt is not None:
+                    current, exclude, same_retries = nxt, set(), 0
+                    continue
             dep = choice.deployment
             reason = choice.reason if current is group else f"fallback:{current.name}"
             if attempts and dep.label in {a.deployment for a in attempts}:
@@ -387,7 +394,13 @@ class Router:
             except Saturated:
                 exclude.add(dep.label)
                 continue
-            if not dep.breaker.acquire(time.monotonic()) and choice.reason != "panic":
+            last_resort = choice.reason == "panic" or not any(
+                d is not dep and d.label not in exclude and d.available(time.monotonic()) and supports(d)
+                for d in current.deployments
+            )
+            if not dep.breaker.acquire(time.monotonic()) and not last_resort:
+                # (The last deployment of a group is never ejected: e.g. its breaker opened while
+                # this request slept before retrying it.)
                 dep.release()
                 exclude.add(dep.label)
                 continue

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
 import itertools
 import logging
 import time
@@ -46,6 +47,10 @@ class CommitResult:
     """Reservations moved from pending to settled (what ``recover_pending`` counts)."""
 
 
+SETTLE_LINGER_S = 0.01
+"""How long settlements alone wait for company before their commit (10 ms)."""
+
+
 class BatchingStore(Store):
     """A :class:`Store` whose ``reserve``/``settle`` go through one group-commit writer task.
 
@@ -70,6 +75,7 @@ class BatchingStore(Store):
         self._committed = 0
         self._flush_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._wake = asyncio.Event()
+        self._urgent = asyncio.Event()
         self._room = asyncio.Event()
         self._room.set()
         self._commit_lock = asyncio.Lock()
@@ -93,6 +99,7 @@ class BatchingStore(Store):
     def _start_writer(self) -> None:
         self._closing = False
         self._wake = asyncio.Event()
+        self._urgent = asyncio.Event()
         self._room = asyncio.Event()
         self._room.set()
         self._commit_lock = asyncio.Lock()
@@ -102,6 +109,7 @@ class BatchingStore(Store):
         await self.flush()
         self._closing = True
         self._wake.set()
+        self._urgent.set()
         if self._writer is not None:
             await self._writer
             self._writer = None
@@ -119,6 +127,7 @@ class BatchingStore(Store):
         future: asyncio.Future[Denied | None] = asyncio.get_running_loop().create_future()
         self._reserve_jobs.append(_ReserveJob(reservation, future, time.monotonic()))
         self._wake.set()
+        self._urgent.set()
         return await future
 
     async def settle(self, settlement: Settlement) -> None:
@@ -138,6 +147,7 @@ class BatchingStore(Store):
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._flush_waiters.append((target, future))
         self._wake.set()
+        self._urgent.set()
         await future
 
     async def recover_pending(self, now: float) -> int:
@@ -170,6 +180,16 @@ class BatchingStore(Store):
                 await self._wake.wait()
                 self._wake.clear()
                 continue
+            if (
+                not self._reserve_jobs
+                and not self._flush_waiters
+                and len(self._settlements) < self._max_batch
+            ):
+                # Only settlements, which nobody waits on: linger a little so that one commit
+                # (one fsync) carries many of them. A reservation or a flush cuts it short.
+                self._urgent.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._urgent.wait(), timeout=SETTLE_LINGER_S)
             jobs = [job for job in self._reserve_jobs[: self._max_batch] if not job.future.done()]
             del self._reserve_jobs[: self._max_batch]
             batch = list(itertools.islice(self._settlements, self._max_batch))

@@ -17,9 +17,12 @@ Life of a request's money:
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
+
+from modelyard.store.requestlog import RequestQuery, RequestRow, RollupQuery, Visibility
 
 NANO_PER_USD = 1_000_000_000
 
@@ -243,3 +246,29 @@ class Store(abc.ABC):
     async def ledger_rows(
         self, *, since: float | None = None, request_id: str | None = None, limit: int = 100
     ) -> list[AttemptRow]: ...
+
+    # -- request log (see modelyard.store.requestlog) ----------------------------------------
+    @abc.abstractmethod
+    async def write_requests(self, rows: Sequence[RequestRow]) -> int:
+        """Store request rows and add them to the rollups, in one transaction. Rows already stored
+        are skipped (so a retried batch is harmless). Returns how many were new."""
+
+    @abc.abstractmethod
+    async def search_requests(self, query: RequestQuery) -> list[RequestRow]:
+        """Request rows matching ``query``, newest first, without prompt and answer bodies."""
+
+    @abc.abstractmethod
+    async def request_by_id(self, request_id: str, visibility: Visibility | None = None) -> RequestRow | None:
+        """One request with its captured bodies, if stored and visible."""
+
+    @abc.abstractmethod
+    async def request_rollup(self, query: RollupQuery) -> list[dict[str, Any]]:
+        """Summed request rollups (see :class:`~modelyard.store.requestlog.RollupQuery`)."""
+
+    @abc.abstractmethod
+    async def request_latency(self, since: float, until: float, res: int) -> list[tuple[Any, ...]]:
+        """Latency histogram counts: (model, deployment, metric, slot, count) rows."""
+
+    @abc.abstractmethod
+    async def purge_requests(self, before: float) -> int:
+        """Delete request rows (and rollups) older than ``before``; returns the rows deleted."""

@@ -14,12 +14,12 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import asyncpg
 
-from modelyard.store import _sql
+from modelyard.store import _requestlog_postgres, _sql
 from modelyard.store._batch import BatchingStore, CommitResult
 from modelyard.store._ledger import (
     BudgetKey,
@@ -39,6 +39,7 @@ from modelyard.store.base import (
     Scope,
     Settlement,
 )
+from modelyard.store.requestlog import RequestQuery, RequestRow, RollupQuery, Visibility
 
 __all__ = ["PostgresStore"]
 
@@ -99,6 +100,7 @@ def _migrations(s: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
                 f"CREATE INDEX ledger_deployment ON {s}.ledger (deployment, created_at)",
             ),
         ),
+        _requestlog_postgres.migration(s),
     )
 
 
@@ -159,6 +161,7 @@ class PostgresStore(BatchingStore):
         )
         self._key_select = f"SELECT {', '.join(_sql.KEY_COLUMNS)} FROM {self._t_keys}"
         self._ledger_select = f"SELECT {', '.join(_sql.LEDGER_COLUMNS)} FROM {self._t_ledger}"
+        self._request_log = _requestlog_postgres.PostgresRequestLog(s)
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def open(self) -> None:
@@ -426,3 +429,24 @@ class PostgresStore(BatchingStore):
         )
         result = [_sql.attempt_from_row(tuple(row), _tags_from_array) for row in rows]
         return result if since is not None else result[::-1]
+
+    # -- request log -------------------------------------------------------------------------
+    async def write_requests(self, rows: Sequence[RequestRow]) -> int:
+        if not rows:
+            return 0
+        return await self._request_log.write(self._require_pool(), rows)
+
+    async def search_requests(self, query: RequestQuery) -> list[RequestRow]:
+        return await self._request_log.search(self._require_pool(), query)
+
+    async def request_by_id(self, request_id: str, visibility: Visibility | None = None) -> RequestRow | None:
+        return await self._request_log.by_id(self._require_pool(), request_id, visibility or Visibility())
+
+    async def request_rollup(self, query: RollupQuery) -> list[dict[str, Any]]:
+        return await self._request_log.rollup(self._require_pool(), query)
+
+    async def request_latency(self, since: float, until: float, res: int) -> list[tuple[Any, ...]]:
+        return await self._request_log.latency(self._require_pool(), since, until, res)
+
+    async def purge_requests(self, before: float) -> int:
+        return await self._request_log.purge(self._require_pool(), before)

@@ -17,12 +17,12 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any, TypeVar
 
-from modelyard.store import _sql
+from modelyard.store import _requestlog_sql, _requestlog_sqlite, _sql
 from modelyard.store._batch import BatchingStore, CommitResult
 from modelyard.store._ledger import (
     BudgetKey,
@@ -42,6 +42,7 @@ from modelyard.store.base import (
     Scope,
     Settlement,
 )
+from modelyard.store.requestlog import RequestQuery, RequestRow, RollupQuery, Visibility
 
 __all__ = ["SqliteStore"]
 
@@ -88,6 +89,7 @@ MIGRATIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "CREATE INDEX ledger_deployment ON ledger (deployment, created_at)",
         ),
     ),
+    _requestlog_sqlite.MIGRATION,
 )
 
 _LEDGER_INSERT = (
@@ -467,3 +469,31 @@ class SqliteStore(BatchingStore):
         rows = await self._in_reader(self._read(lambda conn: conn.execute(sql, params).fetchall()))
         result = [_attempt_row(row) for row in rows]
         return result if since is not None else result[::-1]
+
+    # -- request log -------------------------------------------------------------------------
+    async def write_requests(self, rows: Sequence[RequestRow]) -> int:
+        if not rows:
+            return 0
+        return await self._in_writer(self._write(partial(_requestlog_sqlite.write, rows)))
+
+    async def search_requests(self, query: RequestQuery) -> list[RequestRow]:
+        return await self._in_reader(self._read(partial(_requestlog_sqlite.search, query)))
+
+    async def request_by_id(self, request_id: str, visibility: Visibility | None = None) -> RequestRow | None:
+        work = partial(_requestlog_sqlite.by_id, request_id, visibility or Visibility())
+        return await self._in_reader(self._read(work))
+
+    async def request_rollup(self, query: RollupQuery) -> list[dict[str, Any]]:
+        return await self._in_reader(self._read(partial(_requestlog_sqlite.rollup, query)))
+
+    async def request_latency(self, since: float, until: float, res: int) -> list[tuple[Any, ...]]:
+        return await self._in_reader(self._read(partial(_requestlog_sqlite.latency, since, until, res)))
+
+    async def purge_requests(self, before: float) -> int:
+        total = 0
+        while True:
+            # One short transaction per chunk: the writer lock is never held for long.
+            deleted = await self._in_writer(self._write(partial(_requestlog_sqlite.purge_chunk, before)))
+            total += deleted
+            if deleted < _requestlog_sql.PURGE_CHUNK:
+                return total

@@ -382,3 +382,28 @@ async def test_hedges_come_out_of_the_retry_budget() -> None:
         await chat.complete(WireProtocol.OPENAI, BODY, ctx())
     # A budget of 0.2/s × 10 s = 2 hedges, whatever the traffic.
     assert other.calls == 2
+
+
+async def test_replicas_of_one_upstream_model_fail_over_to_each_other() -> None:
+    """Two servers of the same model (same preset/model) are two deployments, not one label."""
+    yaml = """\
+embedded_models: false
+models:
+  - name: m
+    routing: {strategy: priority}
+    deployments:
+      - {provider: openai, preset: vllm, model: llama, base_url: "http://10.0.0.1:8000/v1"}
+      - {provider: openai, preset: vllm, model: llama, base_url: "http://10.0.0.2:8000/v1"}
+"""
+    config = load_config(yaml, environ={})
+    registry = Registry(config, session=None, redact=Redactor())  # type: ignore[arg-type]
+    router = Router(config, registry)
+    first, second = router.groups()[0].deployments
+    assert (first.label, second.label) == ("vllm/llama@10.0.0.1:8000", "vllm/llama@10.0.0.2:8000")
+    failing, healthy = Scripted("a", lambda n: fail(503)), Scripted("b")
+    first.target = dataclasses.replace(first.target, provider=failing)
+    second.target = dataclasses.replace(second.target, provider=healthy)
+    chat = ChatService(router, default_anthropic_max_tokens=64)
+    c = ctx()
+    await chat.complete(WireProtocol.OPENAI, BODY, c)
+    assert (failing.calls, healthy.calls) == (1, 1) and c.deployment == "vllm/llama@10.0.0.2:8000"

@@ -62,6 +62,7 @@ class PriceBook:
         self._local: dict[str, tuple[HardwareSpec, ThroughputMeter]] = {}
         self._derived: dict[str, tuple[int, ModelPrice]] = {}
         self.unpriced: set[str] = set()
+        self._cloud: dict[tuple[str, str], ModelPrice | None] = {}
 
     def register_local(self, label: str, hardware: HardwareConfig | None) -> None:
         if label not in self._local:
@@ -77,7 +78,10 @@ class PriceBook:
             derived = derive_price(spec, meter.estimate(SMOLLM2_CPU_PRIOR), model=label)
             self._derived[label] = (meter.version, derived)
             return derived
-        price = self.catalog.lookup(provider, upstream_model)
+        key = (provider, upstream_model)
+        if key in self._cloud:
+            return self._cloud[key]
+        price = self._cloud[key] = self.catalog.lookup(provider, upstream_model)
         if price is None and label not in self.unpriced and provider != "fake":
             self.unpriced.add(label)
             log.warning(

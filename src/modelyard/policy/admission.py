@@ -75,6 +75,7 @@ class Ticket:
     tpm_checks: list[LimitCheck] = field(default_factory=list)
     admitted_at: float = 0.0
     settled: bool = False
+    body: JSONDict | None = None
 
 
 class Admission:
@@ -160,7 +161,12 @@ class Admission:
         ctx: RequestContext,
     ) -> Ticket:
         self._check_key(principal, body, protocol, group)
-        worst, prompt = self._max_cost(group, body, protocol)
+        durable = principal.key is not None or self._always_durable
+        if durable:
+            worst, prompt = self._max_cost(group, body, protocol)
+        else:
+            # Nothing is reserved for an unbudgeted caller: skip the pricing work on its hot path.
+            worst, prompt = 0, 0
         out = requested_max_tokens(body, _proto(protocol), default=DEFAULT_RESERVED_OUTPUT_TOKENS)
         checks = self._limit_checks(principal, prompt + out)
         now = time.time()
@@ -189,9 +195,9 @@ class Admission:
                 now = decision.at
         tpm = [c for c in checks if c.kind == "tpm"]
         ticket = Ticket(
-            principal, ctx.request_id, str(body["model"]), protocol, worst, prompt, None, tpm, now
+            principal, ctx.request_id, str(body["model"]), protocol, worst, prompt, None, tpm, now, body=body
         )
-        if principal.key is not None or self._always_durable:
+        if durable:
             key = principal.key
             budgets: list[tuple[Scope, str]] = []
             if key is not None:
@@ -253,7 +259,9 @@ class Admission:
         if (outcome != "ok" or not usage.reported) and answered:
             # An answer started and ended early: bill what was generated. (A request that never
             # got an answer has no tokens to estimate.)
-            usage.estimate_if_unreported(ticket.prompt_estimate)
+            # The prompt's upper bound counts a token per byte; ~4 bytes a token is the estimate.
+            upper = prompt_upper_tokens(ticket.body, _proto(ticket.protocol)) if ticket.body else 0
+            usage.estimate_if_unreported(max(1, upper // 4))
         key = ticket.principal.key
         rows: list[AttemptRow] = []
         now = time.time()

@@ -7,6 +7,7 @@
 ``error-<status>``     fails with that upstream HTTP status (``error-429``, ``error-503``)
 ``slow-<ms>``          waits ``ms`` milliseconds, then echoes
 ``stream-cut-<n>``     streams ``n`` text chunks, then the connection drops
+``drip-<ms>``          echoes, streaming one chunk every ``ms`` milliseconds
 =====================  =========================================================================
 
 It speaks OpenAI or Anthropic wire format, chosen by ``protocol``.
@@ -138,6 +139,7 @@ class FakeProvider(Provider):
         if words:
             words[-1] = words[-1][:-1]
         cut = int(model.removeprefix("stream-cut-")) if model.startswith("stream-cut-") else None
+        drip = int(model.removeprefix("drip-")) / 1000 if model.startswith("drip-") else 0.0
         events = (
             self._anthropic_events(body, words, calls, model)
             if self.protocol is WireProtocol.ANTHROPIC
@@ -148,7 +150,7 @@ class FakeProvider(Provider):
                 raise UpstreamConnectionError(
                     "fake upstream dropped the stream", provider=self.name, model=model
                 )
-            await asyncio.sleep(0)
+            await asyncio.sleep(drip)
             yield event
 
     def _openai_events(

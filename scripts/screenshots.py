@@ -40,6 +40,7 @@ def main() -> int:
                 browser.screenshot(OUT / "dashboard-login.png")
                 browser.type("#key", MASTER)
                 browser.click("#login")
+                browser.wait_for_url("/ui")
                 pages = {
                     "dashboard-overview.png": "/ui?range=15m",
                     "dashboard-models.png": "/ui/models?range=15m",

@@ -36,7 +36,7 @@ def browser(served: tuple[str, Path, Traffic]) -> Iterator[webdriver.Browser]:
         assert b.url.endswith("/ui/login")  # not logged in: sent to the form
         b.type("#key", MASTER)
         b.click("#login")
-        assert b.url.rstrip("/").endswith("/ui")
+        assert b.wait_for_url("/ui").rstrip("/").endswith("/ui")
         yield b
 
 
@@ -114,6 +114,7 @@ def test_search_and_drill_down(served: tuple[str, Path, Traffic], browser: webdr
     browser.get(url + "/ui/requests?range=1h")
     browser.type("input[name=q]", "render")
     browser.click("form.search button")
+    assert "q=render" in browser.wait_for_url(containing="q=render")
     assert browser.metric("search-results") == "1"
     browser.click(f'a[href="/ui/requests/{traffic.xss_request_id}"]')
     (cost,) = _db(db, "SELECT SUM(cost_nano) FROM ledger WHERE request_id = ?", traffic.xss_request_id)

@@ -97,20 +97,44 @@ class Browser:
     def url(self) -> str:
         return str(self._s("GET", "/url"))
 
+    def wait_for_url(self, suffix: str = "", *, containing: str = "", timeout_s: float = 10) -> str:
+        """The URL once it ends with ``suffix`` and contains ``containing`` (a form submission may
+        still be navigating)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            url = self.url
+            done = url.rstrip("/").endswith(suffix) and containing in url
+            if done or time.monotonic() > deadline:
+                return url
+            time.sleep(0.05)
+
     def find(self, css: str) -> str:
         return str(self._s("POST", "/element", {"using": "css selector", "value": css})[ELEMENT])
 
     def find_all(self, css: str) -> list[str]:
         return [e[ELEMENT] for e in self._s("POST", "/elements", {"using": "css selector", "value": css})]
 
+    def _retrying(self, css: str, method: str, action: str, body: Any = None) -> Any:
+        """Find ``css`` and act on it, again while a navigation replaces the page under us."""
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                return self._s(method, f"/element/{self.find(css)}{action}", body)
+            except WebDriverError as exc:
+                if time.monotonic() > deadline or not any(
+                    e in str(exc) for e in ("stale element", "no such element")
+                ):
+                    raise
+            time.sleep(0.05)
+
     def text(self, css: str) -> str:
-        return str(self._s("GET", f"/element/{self.find(css)}/text"))
+        return str(self._retrying(css, "GET", "/text"))
 
     def type(self, css: str, text: str) -> None:
-        self._s("POST", f"/element/{self.find(css)}/value", {"text": text})
+        self._retrying(css, "POST", "/value", {"text": text})
 
     def click(self, css: str) -> None:
-        self._s("POST", f"/element/{self.find(css)}/click", {})
+        self._retrying(css, "POST", "/click", {})
 
     def metric(self, name: str) -> str:
         """The text of the element tagged ``data-metric=name``."""

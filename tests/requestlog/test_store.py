@@ -204,3 +204,21 @@ async def test_long_ranges_read_whole_days_from_daily_rollups_and_stay_exact(bac
         )
     finally:
         await store.aclose()
+
+
+async def test_text_search_reads_only_the_newest_captured_rows(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from modelyard.store import _requestlog_sql
+
+    monkeypatch.setattr(_requestlog_sql, "TEXT_SCAN_LIMIT", 2)
+    store = await backend.open()
+    try:
+        await store.write_requests(
+            [request_row(f"r{i}", created_at=T0 + i, prompt=f"needle {i}") for i in range(3)]
+            + [request_row("plain", created_at=T0 + 10)]  # not captured: not counted in the scan
+        )
+        found = await store.search_requests(RequestQuery(text="needle"))
+        assert [r.request_id for r in found] == ["r2", "r1"]
+    finally:
+        await store.aclose()

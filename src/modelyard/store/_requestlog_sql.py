@@ -27,6 +27,10 @@ from modelyard.store.requestlog import (
 
 MIGRATION_NAME = "0002_request_log"
 PURGE_CHUNK = 5000
+TEXT_SCAN_LIMIT = 10_000
+"""A text search reads at most this many of the newest captured requests matching its other
+filters: substring search has no index, and this bounds its time (narrow the range, or add a
+key/model filter, to search older ones)."""
 ROLLUP_GROUPS = (*ROLLUP_DIMENSIONS, "tags", "bucket")
 LIST_COLUMNS = tuple(c for c in REQUEST_COLUMNS if c not in ("prompt", "response"))
 
@@ -187,17 +191,25 @@ def search_sql(
     if query.status:
         where.append(_status(query.status, param))
     if query.text:
-        pattern = "%" + escape_like(query.text) + "%"
         where.append(f"captured = {param(True)}")
-        where.append(
+    where += _visibility(query.visibility, param, table_keys, has_user=True)
+    source = table
+    if query.text:
+        # Substring search has no index: match only the newest TEXT_SCAN_LIMIT captured rows that
+        # pass every other filter (a derived table, so no plan can run the match on more).
+        source = (
+            f"(SELECT * FROM {table} WHERE {' AND '.join(where)} "
+            f"ORDER BY created_at DESC, request_id DESC LIMIT {param(TEXT_SCAN_LIMIT)}) AS c"
+        )
+        pattern = "%" + escape_like(query.text) + "%"
+        where = [
             f"(prompt {clause_like} {param(pattern)} ESCAPE '\\' "
             f"OR response {clause_like} {param(pattern)} ESCAPE '\\')"
-        )
-    where += _visibility(query.visibility, param, table_keys, has_user=True)
+        ]
     cols = ", ".join(REQUEST_COLUMNS) if with_bodies else ", ".join(LIST_COLUMNS) + ", NULL, NULL"
     clause_limit = param(max(1, min(int(query.limit), 10_000)))
     sql = (
-        f"SELECT {cols} FROM {table} WHERE {' AND '.join(where)} "
+        f"SELECT {cols} FROM {source} WHERE {' AND '.join(where)} "
         f"ORDER BY created_at DESC, request_id DESC LIMIT {clause_limit}"
     )
     return sql, param.values

@@ -206,6 +206,8 @@ class RequestQuery:
     """An HTTP status (``429``), a class (``5xx``), an outcome (``ok``, ``error``, ``timeout``,
     ``upstream_cut``, ``client_disconnect``) or ``errors`` (every error outcome)."""
     text: str | None = None
+    """Searches at most the newest 10,000 captured requests that pass the other filters
+    (``TEXT_SCAN_LIMIT``)."""
     limit: int = 100
     visibility: Visibility = field(default_factory=Visibility)
 

@@ -1,1 +1,0 @@
-"""Request checks applied before any route runs."""

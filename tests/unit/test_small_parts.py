@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from modelyard.errors import AuthenticationError, UpstreamError
-from modelyard.middleware.auth import MasterKeyAuth
+from modelyard.policy.auth import Authenticator
 from modelyard.providers.base import SSEEvent
 from modelyard.providers.sse import SSEDecoder
 from modelyard.redact import Redactor
@@ -62,18 +62,19 @@ def test_redactor_masks_known_secrets_and_key_shapes() -> None:
         ({}, False),
     ],
 )
-def test_master_key_auth(headers: dict[str, str], ok: bool) -> None:
-    auth = MasterKeyAuth("right-key")
+async def test_master_key_auth(headers: dict[str, str], ok: bool) -> None:
+    auth = Authenticator("right-key", store=None)
     if ok:
-        auth.check(headers)
+        principal = await auth.authenticate(headers)
+        assert principal.is_master
     else:
         with pytest.raises(AuthenticationError) as info:
-            auth.check(headers)
+            await auth.authenticate(headers)
         assert "right-key" not in info.value.message
 
 
-def test_no_master_key_means_open() -> None:
-    MasterKeyAuth(None).check({})
+async def test_no_master_key_means_open() -> None:
+    assert (await Authenticator(None, store=None).authenticate({})).role.value == "admin"
 
 
 @pytest.mark.parametrize(

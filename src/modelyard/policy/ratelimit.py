@@ -47,6 +47,7 @@ the caller's choice.
 
 from __future__ import annotations
 
+import abc
 import hashlib
 import math
 import time
@@ -134,7 +135,7 @@ class Decision:
     at: float = 0.0
 
 
-class RateLimiter:
+class RateLimiter(abc.ABC):
     """Sliding-window limits: ``acquire`` admits a request against all its counters or none.
 
     Implementations: :class:`MemoryRateLimiter`, :class:`RedisRateLimiter`. Use as an async context
@@ -143,22 +144,22 @@ class RateLimiter:
 
     window_s: float
 
+    @abc.abstractmethod
     async def acquire(self, checks: Sequence[LimitCheck], now: float | None = None) -> Decision:
         """Admit the request if every check fits, incrementing every counter; else change nothing.
 
         ``now`` (seconds on the limiter's clock) is for tests; ``None`` reads the backend's clock.
         """
-        raise NotImplementedError
 
+    @abc.abstractmethod
     async def adjust(self, check: LimitCheck, delta: int, at: float) -> None:
         """Add ``delta`` (negative: give back) to ``check``'s counter in the bucket of time ``at``.
 
         ``at`` is the :attr:`Decision.at` of the acquire that reserved the cost. If that part of the
         window has already expired, nothing happens. A counter never goes below zero.
         """
-        raise NotImplementedError
 
-    async def aclose(self) -> None:
+    async def aclose(self) -> None:  # noqa: B027 - optional hook, empty by default
         """Release the backend's resources."""
 
     async def __aenter__(self) -> Self:

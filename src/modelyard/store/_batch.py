@@ -95,6 +95,11 @@ class BatchingStore(Store):
     def _is_transient(self, exc: BaseException) -> bool:
         """Whether retrying the same work may succeed (busy, locked, connection lost...)."""
 
+    def _is_disk_full(self, exc: BaseException) -> bool:
+        """A full disk: admissions fail at once (503, RELIABILITY D5) while settlements, which
+        record requests already served, stay queued and are retried until space returns."""
+        return False
+
     # -- lifecycle helpers for subclasses ----------------------------------------------------
     def _start_writer(self) -> None:
         self._closing = False
@@ -240,7 +245,11 @@ class BatchingStore(Store):
         now = time.monotonic()
         retry: list[_ReserveJob] = []
         for job in jobs:
-            if self._is_transient(exc) and now - job.queued_at < self._reserve_timeout_s:
+            if (
+                self._is_transient(exc)
+                and not self._is_disk_full(exc)
+                and now - job.queued_at < self._reserve_timeout_s
+            ):
                 retry.append(job)
             elif not job.future.done():
                 error = NotReadyError(

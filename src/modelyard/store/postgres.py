@@ -216,6 +216,9 @@ class PostgresStore(BatchingStore):
     def _is_transient(self, exc: BaseException) -> bool:
         return isinstance(exc, _TRANSIENT)
 
+    def _is_disk_full(self, exc: BaseException) -> bool:
+        return isinstance(exc, asyncpg.exceptions.DiskFullError)
+
     # -- group commit ------------------------------------------------------------------------
     async def _commit(
         self, reserves: list[Reservation], settlements: list[Settlement], recover_before: float | None

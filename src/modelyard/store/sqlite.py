@@ -245,6 +245,9 @@ class SqliteStore(BatchingStore):
     def _is_transient(self, exc: BaseException) -> bool:
         return isinstance(exc, sqlite3.OperationalError)
 
+    def _is_disk_full(self, exc: BaseException) -> bool:
+        return isinstance(exc, sqlite3.OperationalError) and "full" in str(exc).lower()
+
     # -- group commit ------------------------------------------------------------------------
     async def _commit(
         self, reserves: list[Reservation], settlements: list[Settlement], recover_before: float | None

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import calendar
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from modelyard.store.base import (
     AttemptRow,
@@ -210,3 +212,13 @@ def plan_batch(
                 dirty[(row.scope, row.scope_id, row.period)] = row
     plan.dirty_budgets = [dirty[k] for k in sorted(dirty)]
     return plan
+
+
+def budget_states(rows: Iterable[Any], now: float) -> list[BudgetState]:
+    """Budget rows as of ``now``, periods rolled without writing (the next write rolls them for real)."""
+    states = []
+    for row in rows:
+        budget = BudgetRow(*row)
+        budget.roll(now)
+        states.append(budget.state())
+    return states

@@ -25,6 +25,7 @@ from modelyard.store._ledger import (
     BudgetKey,
     BudgetRow,
     budget_keys,
+    budget_states,
     period_start,
     plan_batch,
     recovery_settlement,
@@ -386,13 +387,7 @@ class PostgresStore(BatchingStore):
             None if scope is None else str(scope),
             scope_id,
         )
-        now = self._clock()
-        states = []
-        for row in rows:
-            budget = BudgetRow(*row)
-            budget.roll(now)  # as of now, without writing: the next write rolls it for real
-            states.append(budget.state())
-        return states
+        return budget_states(rows, self._clock())
 
     # -- reports -----------------------------------------------------------------------------
     async def spend_report(

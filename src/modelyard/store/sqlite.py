@@ -28,6 +28,7 @@ from modelyard.store._ledger import (
     BudgetKey,
     BudgetRow,
     budget_keys,
+    budget_states,
     period_start,
     plan_batch,
     recovery_settlement,
@@ -420,13 +421,7 @@ class SqliteStore(BatchingStore):
             params.append(scope_id)
         sql = f"{_BUDGET_SELECT} WHERE {' AND '.join(where)} ORDER BY scope, scope_id, period"
         rows = await self._in_reader(self._read(lambda conn: conn.execute(sql, params).fetchall()))
-        now = self._clock()
-        states = []
-        for row in rows:
-            budget = BudgetRow(*row)
-            budget.roll(now)  # as of now, without writing: the next write rolls it for real
-            states.append(budget.state())
-        return states
+        return budget_states(rows, self._clock())
 
     # -- reports -----------------------------------------------------------------------------
     async def spend_report(

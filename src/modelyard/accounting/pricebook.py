@@ -56,6 +56,7 @@ class PriceBook:
                             output_per_mtok=_money(pricing.output_per_mtok),
                             cache_read_per_mtok=_money(pricing.cache_read_per_mtok),
                             cache_write_per_mtok=_money(pricing.cache_write_per_mtok),
+                            cache_write_1h_per_mtok=_money(pricing.cache_write_1h_per_mtok),
                         )
                     )
         self.catalog = PriceCatalog.load(overrides)

@@ -23,6 +23,9 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from modelyard.config.cache_schema import CacheConfig, ModelCacheConfig
+from modelyard.config.conversations_schema import ConversationsConfig
+
 _SECRET_REF = re.compile(r"^(env:[A-Za-z_][A-Za-z0-9_]*|file:.+)$")
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}$")
 
@@ -127,6 +130,11 @@ class _Routed(_Strict):
     hardware: HardwareConfig | None = None
     """For self-hosted deployments (llamacpp, vllm, ollama, llamacpp-server, or tagged ``local``):
     the machine's cost, from which per-token prices are derived."""
+    prompt_cache_ttl_s: float | None = Field(None, gt=0)
+    """How long this deployment keeps a prompt prefix cached, seconds: how long prompt-cache
+    affinity (``routing.affinity``) keeps a conversation's home here (default: the model's
+    ``affinity.ttl_s``, else the vendor's lifetime: Anthropic 300, or 3600 for requests asking
+    ``cache_control`` ttl 1h; OpenAI 300; self-hosted 600)."""
 
 
 class OpenAIDeployment(_Routed):
@@ -225,6 +233,25 @@ class BreakerConfig(_Strict):
     max_open_s: float = Field(300.0, gt=0)
 
 
+class AffinityConfig(_Strict):
+    """Prompt-cache affinity: send a conversation's next turn to the deployment that served it
+    last while that deployment's prompt cache holds it and it has a free slot (see
+    docs/prompt-cache-affinity.md)."""
+
+    mode: Literal["none", "conversation", "prefix"] = "none"
+    """``conversation``: only requests naming their conversation (``x-modelyard-conversation``
+    header or ``conversation_id``); ``prefix``: those, and every other request keyed by a hash of
+    its system prompt, tools and first user turn; ``none`` (default): plain balancing."""
+    ttl_s: float | None = Field(None, gt=0)
+    """How long a conversation stays with its deployment after its last turn, seconds (default:
+    each deployment's ``prompt_cache_ttl_s``, else its vendor's cache lifetime)."""
+    prefix_user_turns: int = Field(1, ge=1, le=16)
+    """User messages, from the first, that make up the prefix key (default 1)."""
+    max_entries: int = Field(100_000, ge=1)
+    """Conversations remembered per model, least recently used forgotten first (default 100,000,
+    about 15 MB)."""
+
+
 class RoutingConfig(_Strict):
     """How a model's requests are spread over its deployments and what happens on failure."""
 
@@ -252,6 +279,8 @@ class RoutingConfig(_Strict):
     text already sent, instead of ending it with an error event (default off)."""
     retry: RetryConfig = Field(default_factory=RetryConfig)
     breaker: BreakerConfig = Field(default_factory=BreakerConfig)
+    affinity: AffinityConfig = Field(default_factory=AffinityConfig)
+    """Prompt-cache-aware routing (off by default); it takes precedence over ``sticky``."""
 
 
 class ModelConfig(_Strict):
@@ -262,6 +291,8 @@ class ModelConfig(_Strict):
     """Other names that reach the same deployments."""
     deployments: list[Deployment] = Field(min_length=1)
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
+    cache: ModelCacheConfig | None = None
+    """This model's changes to the global ``cache:`` settings (docs/caching.md)."""
 
     @field_validator("name", "aliases")
     @classmethod
@@ -397,6 +428,10 @@ class GatewayConfig(_Strict):
     rate_limits: RateLimitConfig = Field(default_factory=RateLimitConfig)
     observability: ObservabilityConfig = Field(default_factory=ObservabilityConfig)
     request_log: RequestLogConfig = Field(default_factory=RequestLogConfig)
+    conversations: ConversationsConfig = Field(default_factory=ConversationsConfig)
+    """Server-side conversations and stored ``/v1/responses`` answers."""
+    cache: CacheConfig = Field(default_factory=CacheConfig)
+    """Response caching, exact and semantic (off by default; docs/caching.md)."""
     models: list[ModelConfig] = Field(default_factory=list)
     embedded_models: bool = True
     """Add the embedded chat model (``local``) and embedding model (``all-MiniLM-L6-v2``) unless a

@@ -279,7 +279,14 @@ class Admission:
             if served and dep is not None:
                 price = self._price_of(dep)
                 if price is not None:
-                    cost = request_cost(price, tokens_in, tokens_out, usage.cache_read, usage.cache_write)
+                    cost = request_cost(
+                        price,
+                        tokens_in,
+                        tokens_out,
+                        usage.cache_read,
+                        usage.cache_write - usage.cache_write_1h,
+                        cache_write_1h=usage.cache_write_1h,
+                    )
                 served_tokens = tokens_in + tokens_out + usage.cache_read + usage.cache_write
                 if dep.policy.local and tokens_out:
                     self._prices.record_local(

@@ -57,6 +57,8 @@ CONTROL_FIELDS = frozenset(
         "logger_fn",
         "proxy",
         "organization",
+        "cache",  # the gateway's response-cache directive (modelyard.cache), not the vendor's
+        "conversation_id",  # the gateway's server-side conversation (modelyard.conversations)
     }
 )
 
@@ -144,7 +146,12 @@ class ChatService:
     ) -> Execution[T]:
         try:
             execution = await self._router.execute(
-                group, call, body=body, supports=lambda d: d.target.chat, exclude=exclude
+                group,
+                call,
+                body=body,
+                supports=lambda d: d.target.chat,
+                exclude=exclude,
+                headers=ctx.headers,
             )
         except GatewayError as exc:
             attempts = getattr(exc, "attempts", None)
@@ -163,6 +170,9 @@ class ChatService:
     async def complete(self, client: WireProtocol, body: JSONDict, ctx: RequestContext) -> bytes:
         group = self._router.group(body["model"])
         call_ctx = CallContext(ctx.request_id, extra_headers=_forwarded_headers(ctx))
+        # Usage as the serving upstream reported it, in its own protocol: a translated answer
+        # cannot say everything (OpenAI's usage has no cache writes).
+        native_usage: dict[str, Usage] = {}
 
         async def call(dep: DeploymentState, per_try_s: float) -> bytes:
             target = dep.target
@@ -174,6 +184,8 @@ class ChatService:
                     if provider.protocol is client:
                         return await provider.complete_raw(upstream, call_ctx)
                     response = await provider.complete(upstream, call_ctx)
+                    native_usage[dep.label] = usage = Usage()
+                    usage.from_response(provider.protocol, response)
             except TimeoutError:
                 raise UpstreamTimeoutError(
                     f"{target.label} gave no answer within the deadline",
@@ -185,7 +197,11 @@ class ChatService:
             return orjson.dumps(self._translate_response(client, response, target))
 
         execution = await self._execute(group, call, body, ctx)
-        ctx.usage.from_response(client, execution.result)
+        native = native_usage.get(execution.deployment.label)
+        if native is not None:
+            ctx.usage = native
+        else:
+            ctx.usage.from_response(client, execution.result)
         return execution.result
 
     @staticmethod

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from modelyard.config.schema import RoutingConfig
+from modelyard.routing.affinity import AffinityMap
 from modelyard.routing.balance import Balancer
 from modelyard.routing.deployment import DeploymentState
 
@@ -28,22 +29,45 @@ class NoCapacity(Exception):
 class Choice:
     deployment: DeploymentState
     reason: str
-    """``primary``, ``spill:<why>``, ``panic`` (all breakers open) or ``sticky``."""
+    """``primary``, ``spill:<why>``, ``panic`` (all breakers open), ``sticky``, ``affinity`` (the
+    conversation's warm deployment) or ``affinity_yield:<why>`` (its home could not take it)."""
     queued: bool
     """Whether the request will wait in this deployment's queue."""
 
 
 class ModelGroup:
     def __init__(
-        self, name: str, deployments: Sequence[DeploymentState], routing: RoutingConfig, balancer: Balancer
+        self,
+        name: str,
+        deployments: Sequence[DeploymentState],
+        routing: RoutingConfig,
+        balancer: Balancer,
+        affinity: AffinityMap | None = None,
     ) -> None:
         self.name = name
         self.deployments = list(deployments)
         self.routing = routing
         self.balancer = balancer
+        self.affinity = affinity
+        """Prompt-cache affinity memory, when ``routing.affinity.mode`` is not ``none``."""
         self.tiers = sorted({d.policy.priority for d in self.deployments})
 
-    def select(self, now: float, exclude: set[str], sticky_key: str | None = None) -> Choice:
+    def select(
+        self, now: float, exclude: set[str], sticky_key: str | None = None, affinity_key: str | None = None
+    ) -> Choice:
+        """The deployment for a request: its conversation's home when it can take it at once,
+        else the tiers and the balancer."""
+        if affinity_key is None or self.affinity is None:
+            return self._balance(now, exclude, sticky_key)
+        home, why = self.affinity.choose(affinity_key, now, exclude, self.deployments)
+        if home is not None:
+            return Choice(home, "affinity", False)
+        choice = self._balance(now, exclude, None)
+        if why is not None and choice.reason == "primary":
+            return Choice(choice.deployment, f"affinity_yield:{why}", choice.queued)
+        return choice
+
+    def _balance(self, now: float, exclude: set[str], sticky_key: str | None) -> Choice:
         spill: str | None = None
         queue_candidates: list[DeploymentState] = []
         for tier in self.tiers:

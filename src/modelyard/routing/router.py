@@ -14,7 +14,7 @@ import asyncio
 import hashlib
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -29,6 +29,7 @@ from modelyard.errors import (
 )
 from modelyard.providers.base import JSONDict
 from modelyard.providers.registry import Registry, Target
+from modelyard.routing.affinity import AffinityMap, affinity_key
 from modelyard.routing.backoff import full_jitter, parse_retry_after
 from modelyard.routing.balance import Balancer, Strategy
 from modelyard.routing.breaker import CircuitBreaker
@@ -165,7 +166,16 @@ class Router:
                 min_per_s=routing.retry.budget_min_per_s,
             )
             states.append(DeploymentState(target, policy_for(dep), breaker=breaker, budget=budget))
-        return ModelGroup(model.name, states, routing, Balancer(Strategy(routing.strategy), self._rng))
+        affinity = None
+        if routing.affinity.mode != "none":
+            ttls = {
+                state.label: dep.prompt_cache_ttl_s
+                for dep, state in zip(model.deployments, states, strict=True)
+                if dep.prompt_cache_ttl_s is not None
+            }
+            affinity = AffinityMap(routing.affinity, states, ttls)
+        balancer = Balancer(Strategy(routing.strategy), self._rng)
+        return ModelGroup(model.name, states, routing, balancer, affinity)
 
     def group(self, name: object) -> ModelGroup:
         group = self._groups.get(name) if isinstance(name, str) else None
@@ -305,6 +315,7 @@ class Router:
         body: JSONDict,
         supports: Callable[[DeploymentState], bool] = lambda _d: True,
         exclude: set[str] | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> Execution[T]:
         """Run ``call(deployment, per_try_timeout)`` until it succeeds or attempts run out.
 
@@ -322,6 +333,8 @@ class Router:
         last_exc: GatewayError | None = None
         last_retry_after: float | None = None
         key = sticky_key(routing.sticky, body)
+        # Prompt-cache affinity (only within the model asked for; fallbacks balance as usual).
+        akey = affinity_key(routing.affinity, body, headers or {}) if group.affinity is not None else None
         current = group
 
         def next_in_chain(reason_model: str | None = None) -> ModelGroup | None:
@@ -343,7 +356,10 @@ class Router:
                 break
             try:
                 choice = current.select(
-                    now, exclude | {d.label for d in current.deployments if not supports(d)}, key
+                    now,
+                    exclude | {d.label for d in current.deployments if not supports(d)},
+                    key,
+                    akey if current is group else None,
                 )
             except NoCapacity as exc:
                 nxt = next_in_chain()
@@ -454,6 +470,8 @@ class Router:
             if not getattr(result, "holds_slot", False):
                 dep.release()
             dep.record_success(time.monotonic() - started)
+            if akey is not None and current is group and group.affinity is not None:
+                group.affinity.record(akey, dep, time.monotonic(), body)
             attempts.append(
                 AttemptRecord(dep.label, "ok", 200, round((time.monotonic() - started) * 1000, 2))
             )

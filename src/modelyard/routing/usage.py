@@ -23,6 +23,9 @@ class Usage:
     tokens_out: int = 0
     cache_read: int = 0
     cache_write: int = 0
+    """Every prompt-cache write (Anthropic), both lifetimes."""
+    cache_write_1h: int = 0
+    """The part of ``cache_write`` written with the 1-hour lifetime (priced apart)."""
     reported: bool = False
     """True when the upstream reported the numbers; False when estimated."""
     content_events: int = 0
@@ -46,6 +49,9 @@ class Usage:
             self.cache_read = int(usage.get("cache_read_input_tokens") or 0)
         if "cache_creation_input_tokens" in usage:
             self.cache_write = int(usage.get("cache_creation_input_tokens") or 0)
+        split = usage.get("cache_creation")
+        if isinstance(split, dict) and "ephemeral_1h_input_tokens" in split:
+            self.cache_write_1h = min(int(split.get("ephemeral_1h_input_tokens") or 0), self.cache_write)
         if "output_tokens" in usage:
             self.tokens_out = int(usage.get("output_tokens") or 0)
             self.reported = True

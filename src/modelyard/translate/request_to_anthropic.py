@@ -5,7 +5,9 @@ Used when a caller speaking the OpenAI protocol is served by an Anthropic-format
 Choices worth knowing:
 
 * ``system`` and ``developer`` messages, wherever they appear, become the top-level ``system``
-  string (joined with a blank line): Anthropic has no system role inside ``messages``.
+  string (joined with a blank line): Anthropic has no system role inside ``messages``. When a
+  system part carries a prompt-cache ``cache_control`` mark, ``system`` is a list of text blocks
+  instead, each keeping its mark; ``cache_control`` on user text parts is kept too (untouched).
 * Anthropic requires user and assistant turns to alternate, so consecutive messages of the same
   role are merged into one; ``tool`` messages become ``tool_result`` blocks of a user message, and
   ``tool_result`` blocks are put first in their user message as Anthropic requires.
@@ -44,6 +46,7 @@ def openai_request_to_anthropic(body: JSONDict, *, default_max_tokens: int = 409
     if not isinstance(raw_messages, list):
         raise InvalidRequestError("messages: required, a list of {role, content} objects", param="messages")
     system_parts: list[str] = []
+    system_marks: list[Any] = []  # each system part's cache_control (None: unmarked)
     turns: list[tuple[str, list[JSONDict]]] = []
     for i, message in enumerate(raw_messages):
         where = f"messages[{i}]"
@@ -54,6 +57,7 @@ def openai_request_to_anthropic(body: JSONDict, *, default_max_tokens: int = 409
             text = openai_text_of(message.get("content"), where=where)
             if text:
                 system_parts.append(text)
+                system_marks.append(_cache_control_of(message))
         elif role == "user":
             turns.append(("user", _user_blocks(message.get("content"), where=where)))
         elif role == "assistant":
@@ -68,7 +72,13 @@ def openai_request_to_anthropic(body: JSONDict, *, default_max_tokens: int = 409
     instruction = json_instruction(body.get("response_format"))
     if instruction:
         system_parts.append(instruction)
-    if system_parts:
+    if any(mark is not None for mark in system_marks):
+        # Prompt-cache breakpoints survive: the system prompt goes as blocks, marks in place.
+        out["system"] = [
+            {"type": "text", "text": text, **({"cache_control": mark} if mark is not None else {})}
+            for text, mark in zip(system_parts, [*system_marks, None], strict=False)
+        ]
+    elif system_parts:
         out["system"] = "\n\n".join(system_parts)
     out["messages"] = _merge_turns(turns)
 
@@ -145,7 +155,10 @@ def _user_blocks(content: Any, *, where: str) -> list[JSONDict]:
         if kind == "text":
             text = str(part.get("text", ""))
             if text:  # Anthropic rejects empty text blocks
-                blocks.append({"type": "text", "text": text})
+                block: JSONDict = {"type": "text", "text": text}
+                if isinstance(part.get("cache_control"), dict):
+                    block["cache_control"] = part["cache_control"]  # passed through untouched
+                blocks.append(block)
         elif kind == "image_url":
             blocks.append(openai_image_to_anthropic(part, where=pwhere))
         elif kind == "file":
@@ -156,6 +169,17 @@ def _user_blocks(content: Any, *, where: str) -> list[JSONDict]:
                 "use text, image_url or file parts"
             )
     return blocks
+
+
+def _cache_control_of(message: JSONDict) -> Any:
+    """A system message's ``cache_control`` (on the message, or on its last marked part)."""
+    mark = message.get("cache_control")
+    content = message.get("content")
+    if isinstance(content, list):
+        for part in content:
+            if isinstance(part, dict) and isinstance(part.get("cache_control"), dict):
+                mark = part["cache_control"]
+    return mark if isinstance(mark, dict) else None
 
 
 def _file_to_document(part: JSONDict, *, where: str) -> JSONDict:

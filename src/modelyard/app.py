@@ -15,7 +15,10 @@ from typing import Any
 import orjson
 
 from modelyard.api import anthropic as anthropic_api
+from modelyard.api import feedback as feedback_api
+from modelyard.api import input_tokens as input_tokens_api
 from modelyard.api import openai as openai_api
+from modelyard.api import responses as responses_api
 from modelyard.api.admin import parse_query, require_reader
 from modelyard.api.asgi import (
     Dialect,
@@ -31,7 +34,9 @@ from modelyard.api.asgi import (
     send_json,
 )
 from modelyard.api.errors import error_headers, error_payload
+from modelyard.api.openapi import gateway_document
 from modelyard.config.load import RuntimeConfig
+from modelyard.conversations import admin as conversations_admin
 from modelyard.dashboard import requests_api, serve_ui
 from modelyard.errors import GatewayError, NotFoundError
 from modelyard.policy.auth import Principal
@@ -44,7 +49,7 @@ log = logging.getLogger("modelyard.access")
 JSONHandler = Callable[[AppState, dict[str, Any], RequestContext, Receive, Send], Awaitable[None]]
 
 
-ADMIN_PATHS = (["deployments"], ["keys"], ["budgets"], ["spend"], ["ledger"], ["requests"])
+ADMIN_PATHS = (["deployments"], ["keys"], ["budgets"], ["spend"], ["ledger"], ["requests"], ["conversations"])
 
 
 class MethodNotAllowed(GatewayError):
@@ -69,6 +74,10 @@ async def _count(s: AppState, b: dict[str, Any], c: RequestContext, r: Receive, 
     await anthropic_api.count_tokens(s, b, c, w)
 
 
+async def _input_tokens(s: AppState, b: dict[str, Any], c: RequestContext, r: Receive, w: Send) -> None:
+    await input_tokens_api.input_tokens(s, b, c, w)
+
+
 # POST routes taking a JSON body: path → (dialect, handler). Both /v1/x and /x are accepted, as
 # clients differ in whether their base URL carries /v1.
 POST_ROUTES: dict[str, tuple[Dialect, JSONHandler]] = {}
@@ -77,6 +86,9 @@ for _path, _dialect, _handler in (
     ("/embeddings", Dialect.OPENAI, _embeddings),
     ("/messages", Dialect.ANTHROPIC, _messages),
     ("/messages/count_tokens", Dialect.ANTHROPIC, _count),
+    ("/responses/input_tokens", Dialect.OPENAI, _input_tokens),
+    ("/responses", Dialect.OPENAI, responses_api.create),
+    ("/feedback", Dialect.OPENAI, feedback_api.feedback),
 ):
     POST_ROUTES["/v1" + _path] = (_dialect, _handler)
     POST_ROUTES[_path] = (_dialect, _handler)
@@ -142,6 +154,10 @@ class ModelyardApp:
             if path == "/metrics":
                 await self._metrics(state, method, headers, send)
                 return
+            if path == "/openapi.json" and method == "GET":
+                document = orjson.dumps(gateway_document(state.registry))
+                await send_bytes(send, 200, document, ctx.response_headers(b"application/json"))
+                return
             if path == "/ui" or path.startswith("/ui/"):
                 await serve_ui(state, scope, receive, send, ctx)  # its own login and session cookie
                 return
@@ -162,6 +178,8 @@ class ModelyardApp:
                 await openai_api.list_models(state, ctx, send)
             elif path.startswith(("/v1/models/", "/models/")) and method == "GET":
                 await openai_api.get_model(state, path.split("/models/", 1)[1], ctx, send)
+            elif path.startswith(("/v1/responses/", "/responses/")) and method in ("GET", "DELETE"):
+                await responses_api.route(state, method, path.split("/responses/", 1)[1], ctx, send)
             else:
                 raise NotFoundError(
                     f"no route {method} {path}; modelyard serves /v1/chat/completions, /v1/messages, "
@@ -244,6 +262,18 @@ class ModelyardApp:
                 await requests_api.search(state.store, principal, query, ctx, send)
             case ("GET", ["requests", request_id]):
                 await requests_api.detail(state.store, principal, request_id, ctx, send)
+            case ("GET", ["conversations"]):
+                await conversations_admin.list_conversations(state.conversations, principal, query, ctx, send)
+            case ("POST", ["conversations", "purge"]):
+                await conversations_admin.purge(state.conversations, principal, await body(), ctx, send)
+            case ("GET", ["conversations", conversation_id]):
+                await conversations_admin.get_conversation(
+                    state.conversations, principal, conversation_id, ctx, send
+                )
+            case ("DELETE", ["conversations", conversation_id]):
+                await conversations_admin.delete_conversation(
+                    state.conversations, principal, conversation_id, ctx, send
+                )
             case _:
                 if any(p == parts for p in ADMIN_PATHS):
                     raise MethodNotAllowed(f"{path} does not take {method}")

@@ -12,15 +12,21 @@ import aiohttp
 
 from modelyard.accounting.pricebook import PriceBook
 from modelyard.api.admin import AdminAPI
+from modelyard.cache import ResponseCache, cache_for
 from modelyard.config.load import RuntimeConfig
+from modelyard.conversations.service import ConversationService
 from modelyard.policy.admission import Admission
 from modelyard.policy.auth import Authenticator
 from modelyard.policy.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
+from modelyard.policy.refused import RefusedLedger
 from modelyard.providers._http import new_session
 from modelyard.providers.registry import Registry
 from modelyard.redact import Redactor
 from modelyard.routing.chat import ChatService
+from modelyard.routing.context import ContextService
+from modelyard.routing.context.summarizer import admitted_summarizer
 from modelyard.routing.router import Router
+from modelyard.routing.smart.service import SmartRouting
 from modelyard.store.base import Store
 from modelyard.store.factory import store_for
 from modelyard.telemetry.observability import Observability
@@ -47,9 +53,19 @@ class AppState:
     telemetry: TelemetryHub
     observability: Observability
     """Metrics registry (``GET /metrics``), request-log and trace sinks, and their background work."""
+    conversations: ConversationService
+    """Server-side conversations and stored ``/v1/responses`` answers (with their retention purge)."""
     startup_errors: list[str] = field(default_factory=list)
     request_log: RequestLogSink | None = None
     """Stores each inference request (``GET /admin/requests``, the dashboard at ``/ui``)."""
+    refused: RefusedLedger | None = None
+    """A ledger row for each inference request refused before any attempt (401/403/429...)."""
+    cache: ResponseCache | None = None
+    context: ContextService | None = None
+    """Token counting and context fitting per model (docs/context.md)."""
+    """The response cache (exact and semantic); None when no model is cached."""
+    smart: SmartRouting | None = None
+    """Smart routes (``model: auto``), their decisions and feedback (docs/smart-routing.md)."""
     _warmup: asyncio.Task[None] | None = None
 
     @classmethod
@@ -75,11 +91,15 @@ class AppState:
                     prices.register_local(dep.label, dep.policy.hardware)
         auth = Authenticator(config.master_key, store)
         admission = Admission(config, store, limiter, prices, router)
+        context = ContextService(config, router)
+        context.summarizer = admitted_summarizer(admission, chat, router)
         admin = AdminAPI(store, on_key_change=auth.forget)
         observability = Observability.build(config, router, store, redact)
         telemetry = TelemetryHub(observability.sinks())
         request_log = RequestLogSink(store, config.request_log, redact=redact)
         telemetry.add(request_log)
+        refused = RefusedLedger(store)
+        telemetry.add(refused)
         return cls(
             config,
             session,
@@ -96,6 +116,11 @@ class AppState:
             telemetry,
             observability,
             request_log=request_log,
+            context=context,
+            conversations=ConversationService(store, config.conversations),
+            cache=cache_for(config, registry),
+            refused=refused,
+            smart=SmartRouting(config, registry, router, prices, store) if config.routes else None,
         )
 
     async def open(self) -> None:
@@ -109,6 +134,11 @@ class AppState:
         await self.observability.start()
         if self.request_log is not None:
             self.request_log.start()
+        self.conversations.start()
+        if self.smart is not None:
+            await self.smart.start()
+        if self.refused is not None:
+            self.refused.start()
 
     def start_local_models(self) -> None:
         """Load local models in the background: /healthz answers at once, /readyz once loaded."""
@@ -136,6 +166,8 @@ class AppState:
 
     async def aclose(self) -> None:
         await self.observability.aclose()
+        if self.smart is not None:
+            await self.smart.aclose()  # writes the decisions still queued
         if self._warmup is not None:
             self._warmup.cancel()
             with contextlib.suppress(BaseException):
@@ -146,8 +178,13 @@ class AppState:
             except Exception as exc:
                 log.warning("closing %s failed: %s", provider.name, self.redact(str(exc)))
         await self.session.close()
+        if self.cache is not None:
+            await self.cache.aclose()  # finishes the writes in flight
         if self.request_log is not None:
             await self.request_log.aclose()  # writes what is queued, while the store is open
+        await self.conversations.aclose()
+        if self.refused is not None:
+            await self.refused.aclose()
         try:
             await self.store.aclose()  # flushes every queued settlement
         finally:

@@ -80,9 +80,29 @@ class RequestContext:
     """Whether this request's prompt and answer may be stored (per key, or globally)."""
     prompt: Any = None
     response: Any = None
+    conversation: Any = None
+    context: str | None = None
+    """What context fitting did (the ``x-modelyard-context`` header): fit, compressed:<n>,
+    trimmed:<n msgs>, summarized:<n msgs>[:cached], fallback:<model>."""
+    context_exclude: frozenset[str] = frozenset()
+    """Deployments whose window cannot hold this request (skipped by the router)."""
+    """The server-side conversation turn this request appends once answered
+    (modelyard.conversations.service.PendingTurn), if it names one."""
 
     reported_overhead_ms: float | None = None
+    cache: str | None = None
+    """Response cache: ``hit``, ``miss`` or ``bypass`` (the ``x-modelyard-cache`` header)."""
+    cache_kind: str | None = None
+    """``exact`` or ``semantic`` when a cache applies to the model; None when none does."""
+    cache_lookup_ms: float | None = None
     """The overhead as sent in the response headers (for streams: at the first byte)."""
+    route_name: str | None = None
+    """The smart route the request named (``auto``), if any."""
+    route_decision: Any = None
+    """That route's decision (modelyard.routing.smart.decide.Decision): the ``x-modelyard-decision`` header."""
+    route_reason: str | None = None
+    local_only: bool = False
+    """A routing rule allows only local deployments for this request (fallbacks and hedges too)."""
 
     @staticmethod
     def new(dialect: Dialect, headers: dict[str, str], request_id: str | None = None) -> RequestContext:
@@ -108,6 +128,12 @@ class RequestContext:
             headers.append((b"x-modelyard-attempts", str(self.attempts).encode()))
         if self.route is not None:
             headers.append((b"x-modelyard-route", self.route.encode()))
+        if self.cache is not None:
+            headers.append((b"x-modelyard-cache", self.cache.encode()))
+        if self.route_decision is not None:
+            headers.append((b"x-modelyard-decision", self.route_decision.header().encode("ascii", "replace")))
+        if self.context is not None:
+            headers.append((b"x-modelyard-context", self.context.encode()))
         return headers
 
 

@@ -15,7 +15,11 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from modelyard.config.cache_schema import CacheConfig, ModelCacheConfig
+from modelyard.config.context_schema import ContextConfig, context_problems
+from modelyard.config.conversations_schema import ConversationsConfig
 from modelyard.config.defaults import LOCAL_CHAT_MODEL, cloud_models, embedded_models
+from modelyard.config.routes_schema import RouteConfig
 from modelyard.config.schema import (
     Deployment,
     GatewayConfig,
@@ -29,6 +33,7 @@ from modelyard.config.schema import (
     TeamLimits,
 )
 from modelyard.errors import ConfigError
+from modelyard.routing.smart.routes import resolve_routes
 
 CONFIG_ENV_VAR = "MODELYARD_CONFIG"
 MASTER_KEY_ENV_VAR = "MODELYARD_MASTER_KEY"
@@ -42,6 +47,8 @@ class ResolvedModel:
     secrets: tuple[str | None, ...]
     """Resolved API key of each deployment (same order), None where there is none."""
     routing: RoutingConfig
+    cache: ModelCacheConfig | None = None
+    context: ContextConfig = field(default_factory=ContextConfig)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +69,12 @@ class RuntimeConfig:
     observability: ObservabilityConfig = field(default_factory=ObservabilityConfig)
     """As configured, except that ``tracing.otlp_headers`` hold the resolved secret values."""
     request_log: RequestLogConfig = field(default_factory=RequestLogConfig)
+    conversations: ConversationsConfig = field(default_factory=ConversationsConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
+    cache_redis_url: str | None = None
+    """The resolved URL of the cache's Redis (``cache.backend: redis``)."""
+    routes: dict[str, RouteConfig] = field(default_factory=dict)
+    """Smart routes by name, the zero-config ``auto`` included (checked against the models)."""
 
     def model_names(self) -> list[str]:
         return [m.name for m in self.models]
@@ -147,7 +160,9 @@ def validate_raw(data: Any, node: yaml.Node | None, source: str) -> GatewayConfi
         raise ConfigError(problems) from None
 
 
-def resolve(raw: GatewayConfig, environ: Mapping[str, str], source: str) -> RuntimeConfig:
+def resolve(
+    raw: GatewayConfig, environ: Mapping[str, str], source: str, node: yaml.Node | None = None
+) -> RuntimeConfig:
     """Add defaults, check cross references, resolve secrets. Raises ConfigError listing all problems."""
     problems: list[str] = []
     models: list[ModelConfig] = list(raw.models)
@@ -179,9 +194,16 @@ def resolve(raw: GatewayConfig, environ: Mapping[str, str], source: str) -> Runt
                 secrets.append(None)
         resolved.append(
             ResolvedModel(
-                model.name, tuple(model.aliases), tuple(model.deployments), tuple(secrets), model.routing
+                model.name,
+                tuple(model.aliases),
+                tuple(model.deployments),
+                tuple(secrets),
+                model.routing,
+                cache=model.cache,
+                context=model.context,
             )
         )
+    problems += context_problems(models, seen, source)
     for index, model in enumerate(models):
         for other in (*model.routing.fallbacks, model.routing.context_fallback):
             if other is not None and other not in seen:
@@ -232,6 +254,16 @@ def resolve(raw: GatewayConfig, environ: Mapping[str, str], source: str) -> Runt
                 redis_url = resolve_secret(raw.rate_limits.redis_url, environ, "rate_limits.redis_url")
             except ValueError as exc:
                 problems.append(f"{source}: {exc}")
+    cache_redis_url: str | None = None
+    if raw.cache.backend == "redis":
+        reference = raw.cache.redis_url or raw.rate_limits.redis_url
+        if reference is None:
+            problems.append(f"{source}: cache.redis_url is required with cache.backend: redis")
+        else:
+            try:
+                cache_redis_url = resolve_secret(reference, environ, "cache.redis_url")
+            except ValueError as exc:
+                problems.append(f"{source}: {exc}")
     observability = raw.observability
     if observability.tracing.otlp_headers:
         headers: dict[str, str] = {}
@@ -242,6 +274,15 @@ def resolve(raw: GatewayConfig, environ: Mapping[str, str], source: str) -> Runt
                 problems.append(f"{source}: {exc}")
         tracing = observability.tracing.model_copy(update={"otlp_headers": headers})
         observability = observability.model_copy(update={"tracing": tracing})
+    routes, route_problems = resolve_routes(
+        raw.routes,
+        models,
+        auto_route=raw.auto_route,
+        local_chat_model=LOCAL_CHAT_MODEL,
+        where=lambda loc: f"{source}:{_line_of(node, loc) or 1}" if node is not None else source,
+        base_dir=Path(source).parent if not source.startswith("<") else Path(),
+    )
+    problems += route_problems
     if problems:
         raise ConfigError(problems)
     return RuntimeConfig(
@@ -257,6 +298,10 @@ def resolve(raw: GatewayConfig, environ: Mapping[str, str], source: str) -> Runt
         dict(raw.teams),
         observability,
         request_log=raw.request_log,
+        conversations=raw.conversations,
+        cache=raw.cache,
+        cache_redis_url=cache_redis_url,
+        routes=routes,
     )
 
 
@@ -274,7 +319,7 @@ def load_config(
     if text is None:
         return resolve(GatewayConfig(), env, source)
     data, node = _parse_yaml(text, source)
-    return resolve(validate_raw(data, node, source), env, source)
+    return resolve(validate_raw(data, node, source), env, source, node)
 
 
 def load_config_file(

@@ -24,7 +24,9 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from modelyard.config.cache_schema import CacheConfig, ModelCacheConfig
+from modelyard.config.context_schema import ContextConfig
 from modelyard.config.conversations_schema import ConversationsConfig
+from modelyard.config.routes_schema import RouteConfig
 
 _SECRET_REF = re.compile(r"^(env:[A-Za-z_][A-Za-z0-9_]*|file:.+)$")
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}$")
@@ -293,6 +295,8 @@ class ModelConfig(_Strict):
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
     cache: ModelCacheConfig | None = None
     """This model's changes to the global ``cache:`` settings (docs/caching.md)."""
+    context: ContextConfig = Field(default_factory=ContextConfig)
+    """What happens when a request outgrows this model's context window (docs/context.md)."""
 
     @field_validator("name", "aliases")
     @classmethod
@@ -433,6 +437,12 @@ class GatewayConfig(_Strict):
     cache: CacheConfig = Field(default_factory=CacheConfig)
     """Response caching, exact and semantic (off by default; docs/caching.md)."""
     models: list[ModelConfig] = Field(default_factory=list)
+    routes: dict[str, RouteConfig] = Field(default_factory=dict)
+    """Smart routes: names clients send as ``model`` that pick the cheapest candidate expected to
+    answer well (docs/smart-routing.md). Default: an ``auto`` route over every chat model, unless
+    a model is named ``auto`` (see ``auto_route``)."""
+    auto_route: bool = True
+    """Add the zero-config ``auto`` route when no route or model has that name (default true)."""
     embedded_models: bool = True
     """Add the embedded chat model (``local``) and embedding model (``all-MiniLM-L6-v2``) unless a
     model of that name is configured (default true)."""

@@ -144,12 +144,15 @@ class ChatService:
         ctx: RequestContext,
         exclude: set[str] | None = None,
     ) -> Execution[T]:
+        if ctx.context_exclude:
+            exclude = set(exclude or ()) | ctx.context_exclude  # windows too small (routing.context)
         try:
             execution = await self._router.execute(
                 group,
                 call,
                 body=body,
-                supports=lambda d: d.target.chat,
+                # A routing rule's "local only" holds for every attempt: fallbacks and hedges too.
+                supports=(lambda d: d.target.chat and d.policy.local) if ctx.local_only else (lambda d: d.target.chat),
                 exclude=exclude,
                 headers=ctx.headers,
             )
@@ -283,6 +286,7 @@ class ChatService:
         """Start the rest of a cut text stream on another deployment; None if none can take it."""
         failed = ctx.deployment
         sub = RequestContext.new(ctx.dialect, ctx.headers, ctx.request_id)
+        sub.local_only = ctx.local_only  # the continuation obeys the same routing rules
         try:
             outcome = await self.stream(
                 client,

@@ -22,6 +22,14 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from modelyard.conversations.model import (
+    ConversationItem,
+    ConversationRecord,
+    ConversationScope,
+    JSONDict,
+    StoredResponse,
+)
+from modelyard.store._feedback_sql import DecisionRow, FeedbackRow
 from modelyard.store.requestlog import RequestQuery, RequestRow, RollupQuery, Visibility
 
 NANO_PER_USD = 1_000_000_000
@@ -272,3 +280,74 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def purge_requests(self, before: float) -> int:
         """Delete request rows (and rollups) older than ``before``; returns the rows deleted."""
+
+    # -- conversations (see modelyard.conversations) -----------------------------------------
+    @abc.abstractmethod
+    async def load_conversation(
+        self, conversation_id: str
+    ) -> tuple[ConversationRecord, list[ConversationItem]] | None:
+        """A conversation and its stored messages in order, or None if unknown."""
+
+    @abc.abstractmethod
+    async def create_conversation(self, record: ConversationRecord) -> ConversationRecord:
+        """Create it unless the id exists; returns the stored row (an existing one wins)."""
+
+    @abc.abstractmethod
+    async def append_conversation(
+        self,
+        conversation_id: str,
+        messages: Sequence[JSONDict],
+        *,
+        system: str | None,
+        now: float,
+        max_turns: int,
+    ) -> bool:
+        """Append one turn atomically (and drop turns older than the newest ``max_turns``);
+        False if the conversation no longer exists."""
+
+    @abc.abstractmethod
+    async def list_conversations(
+        self, scope: ConversationScope, *, limit: int = 100, before: float | None = None
+    ) -> list[ConversationRecord]:
+        """Conversations ``scope`` allows, last updated first (``before``: older than that)."""
+
+    @abc.abstractmethod
+    async def delete_conversation(self, conversation_id: str) -> bool: ...
+
+    @abc.abstractmethod
+    async def purge_conversations(self, before: float) -> int:
+        """Delete conversations last updated, and stored responses created, before ``before``."""
+
+    @abc.abstractmethod
+    async def put_response(self, response: StoredResponse) -> None: ...
+
+    @abc.abstractmethod
+    async def response_chain(self, response_id: str, max_depth: int) -> list[StoredResponse]:
+        """The response and those before it (``previous_response_id``), newest first, at most
+        ``max_depth``; empty if the response is unknown."""
+
+    @abc.abstractmethod
+    async def delete_response(self, response_id: str) -> bool: ...
+
+    # -- smart routing: decisions and feedback (see modelyard.store._feedback_sql) -----------
+    @abc.abstractmethod
+    async def write_route_decisions(self, rows: Sequence[DecisionRow]) -> int:
+        """Store smart-route decisions (one per request; rows already stored are skipped)."""
+
+    @abc.abstractmethod
+    async def route_decision(self, request_id: str) -> DecisionRow | None:
+        """The stored decision of one request, if any."""
+
+    @abc.abstractmethod
+    async def put_feedback(self, row: FeedbackRow) -> None:
+        """Store feedback on a request, replacing earlier feedback on the same request."""
+
+    @abc.abstractmethod
+    async def feedback(
+        self, *, request_id: str | None = None, since: float = 0.0, limit: int = 100_000
+    ) -> list[FeedbackRow]:
+        """Feedback on one request, or all feedback since ``since`` (oldest first, at most ``limit``)."""
+
+    @abc.abstractmethod
+    async def purge_route_decisions(self, before: float) -> int:
+        """Delete decisions older than ``before`` (feedback keeps its own copy); returns how many."""

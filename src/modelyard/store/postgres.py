@@ -19,8 +19,16 @@ from typing import Any
 
 import asyncpg
 
-from modelyard.store import _requestlog_postgres, _sql
+from modelyard.conversations.model import (
+    ConversationItem,
+    ConversationRecord,
+    ConversationScope,
+    JSONDict,
+    StoredResponse,
+)
+from modelyard.store import _conversations_sql, _feedback_sql, _requestlog_postgres, _sql
 from modelyard.store._batch import BatchingStore, CommitResult
+from modelyard.store._feedback_sql import DecisionRow, FeedbackRow
 from modelyard.store._ledger import (
     BudgetKey,
     BudgetRow,
@@ -102,6 +110,8 @@ def _migrations(s: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
             ),
         ),
         _requestlog_postgres.migration(s),
+        _feedback_sql.postgres_migration(s),
+        _conversations_sql.PostgresConversations.migration(s),
     )
 
 
@@ -163,6 +173,8 @@ class PostgresStore(BatchingStore):
         self._key_select = f"SELECT {', '.join(_sql.KEY_COLUMNS)} FROM {self._t_keys}"
         self._ledger_select = f"SELECT {', '.join(_sql.LEDGER_COLUMNS)} FROM {self._t_ledger}"
         self._request_log = _requestlog_postgres.PostgresRequestLog(s)
+        self._feedback = _feedback_sql.PostgresFeedback(s)
+        self._conversations = _conversations_sql.PostgresConversations(s)
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def open(self) -> None:
@@ -448,3 +460,65 @@ class PostgresStore(BatchingStore):
 
     async def purge_requests(self, before: float) -> int:
         return await self._request_log.purge(self._require_pool(), before)
+
+    # -- conversations -----------------------------------------------------------------------
+    async def load_conversation(
+        self, conversation_id: str
+    ) -> tuple[ConversationRecord, list[ConversationItem]] | None:
+        return await self._conversations.load(self._require_pool(), conversation_id)
+
+    async def create_conversation(self, record: ConversationRecord) -> ConversationRecord:
+        return await self._conversations.create(self._require_pool(), record)
+
+    async def append_conversation(
+        self,
+        conversation_id: str,
+        messages: Sequence[JSONDict],
+        *,
+        system: str | None,
+        now: float,
+        max_turns: int,
+    ) -> bool:
+        return await self._conversations.append(
+            self._require_pool(), conversation_id, messages, system, now, max_turns
+        )
+
+    async def list_conversations(
+        self, scope: ConversationScope, *, limit: int = 100, before: float | None = None
+    ) -> list[ConversationRecord]:
+        return await self._conversations.list_for(self._require_pool(), scope, limit, before)
+
+    async def delete_conversation(self, conversation_id: str) -> bool:
+        return await self._conversations.delete(self._require_pool(), conversation_id)
+
+    async def purge_conversations(self, before: float) -> int:
+        return await self._conversations.purge(self._require_pool(), before)
+
+    async def put_response(self, response: StoredResponse) -> None:
+        await self._conversations.put_response(self._require_pool(), response)
+
+    async def response_chain(self, response_id: str, max_depth: int) -> list[StoredResponse]:
+        return await self._conversations.chain(self._require_pool(), response_id, max_depth)
+
+    async def delete_response(self, response_id: str) -> bool:
+        return await self._conversations.delete_response(self._require_pool(), response_id)
+
+    # -- smart routing: decisions and feedback -------------------------------------------------
+    async def write_route_decisions(self, rows: Sequence[DecisionRow]) -> int:
+        if not rows:
+            return 0
+        return await self._feedback.write_decisions(self._require_pool(), rows)
+
+    async def route_decision(self, request_id: str) -> DecisionRow | None:
+        return await self._feedback.decision(self._require_pool(), request_id)
+
+    async def put_feedback(self, row: FeedbackRow) -> None:
+        await self._feedback.put_feedback(self._require_pool(), row)
+
+    async def feedback(
+        self, *, request_id: str | None = None, since: float = 0.0, limit: int = 100_000
+    ) -> list[FeedbackRow]:
+        return await self._feedback.feedback(self._require_pool(), request_id, since, limit)
+
+    async def purge_route_decisions(self, before: float) -> int:
+        return await self._feedback.purge_decisions(self._require_pool(), before)

@@ -22,8 +22,16 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any, TypeVar
 
-from modelyard.store import _requestlog_sql, _requestlog_sqlite, _sql
+from modelyard.conversations.model import (
+    ConversationItem,
+    ConversationRecord,
+    ConversationScope,
+    JSONDict,
+    StoredResponse,
+)
+from modelyard.store import _conversations_sql, _feedback_sql, _requestlog_sql, _requestlog_sqlite, _sql
 from modelyard.store._batch import BatchingStore, CommitResult
+from modelyard.store._feedback_sql import DecisionRow, FeedbackRow
 from modelyard.store._ledger import (
     BudgetKey,
     BudgetRow,
@@ -91,6 +99,8 @@ MIGRATIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
         ),
     ),
     _requestlog_sqlite.MIGRATION,
+    _conversations_sql.SQLITE_MIGRATION,
+    _feedback_sql.SQLITE_MIGRATION,
 )
 
 _LEDGER_INSERT = (
@@ -495,3 +505,68 @@ class SqliteStore(BatchingStore):
             total += deleted
             if deleted < _requestlog_sql.PURGE_CHUNK:
                 return total
+
+    # -- conversations -----------------------------------------------------------------------
+    async def load_conversation(
+        self, conversation_id: str
+    ) -> tuple[ConversationRecord, list[ConversationItem]] | None:
+        return await self._in_reader(self._read(partial(_conversations_sql.sqlite_load, conversation_id)))
+
+    async def create_conversation(self, record: ConversationRecord) -> ConversationRecord:
+        return await self._in_writer(self._write(partial(_conversations_sql.sqlite_create, record)))
+
+    async def append_conversation(
+        self,
+        conversation_id: str,
+        messages: Sequence[JSONDict],
+        *,
+        system: str | None,
+        now: float,
+        max_turns: int,
+    ) -> bool:
+        work = partial(_conversations_sql.sqlite_append, conversation_id, messages, system, now, max_turns)
+        return await self._in_writer(self._write(work))
+
+    async def list_conversations(
+        self, scope: ConversationScope, *, limit: int = 100, before: float | None = None
+    ) -> list[ConversationRecord]:
+        work = partial(_conversations_sql.sqlite_list, scope, limit, before)
+        return await self._in_reader(self._read(work))
+
+    async def delete_conversation(self, conversation_id: str) -> bool:
+        return await self._in_writer(self._write(partial(_conversations_sql.sqlite_delete, conversation_id)))
+
+    async def purge_conversations(self, before: float) -> int:
+        return await self._in_writer(self._write(partial(_conversations_sql.sqlite_purge, before)))
+
+    async def put_response(self, response: StoredResponse) -> None:
+        await self._in_writer(self._write(partial(_conversations_sql.sqlite_put_response, response)))
+
+    async def response_chain(self, response_id: str, max_depth: int) -> list[StoredResponse]:
+        work = partial(_conversations_sql.sqlite_chain, response_id, max_depth)
+        return await self._in_reader(self._read(work))
+
+    async def delete_response(self, response_id: str) -> bool:
+        work = partial(_conversations_sql.sqlite_delete_response, response_id)
+        return await self._in_writer(self._write(work))
+
+    # -- smart routing: decisions and feedback -------------------------------------------------
+    async def write_route_decisions(self, rows: Sequence[DecisionRow]) -> int:
+        if not rows:
+            return 0
+        return await self._in_writer(self._write(partial(_feedback_sql.sqlite_write_decisions, rows)))
+
+    async def route_decision(self, request_id: str) -> DecisionRow | None:
+        return await self._in_reader(self._read(partial(_feedback_sql.sqlite_decision, request_id)))
+
+    async def put_feedback(self, row: FeedbackRow) -> None:
+        await self._in_writer(self._write(partial(_feedback_sql.sqlite_put_feedback, row)))
+
+    async def feedback(
+        self, *, request_id: str | None = None, since: float = 0.0, limit: int = 100_000
+    ) -> list[FeedbackRow]:
+        work = partial(_feedback_sql.sqlite_feedback, request_id, since, limit)
+        return await self._in_reader(self._read(work))
+
+    async def purge_route_decisions(self, before: float) -> int:
+        return await self._in_writer(self._write(partial(_feedback_sql.sqlite_purge_decisions, before)))

@@ -1,0 +1,394 @@
+"""Conversation and stored-response SQL shared by the SQLite and PostgreSQL stores.
+
+Migration ``0004_conversations`` adds three tables:
+
+* ``conversations`` — one row per conversation: its owner (key, team, user, org), how many turns
+  it holds and its latest system prompt;
+* ``conversation_items`` — its messages in the protocol-neutral form (JSON text), numbered by
+  ``seq`` and grouped by ``turn``;
+* ``stored_responses`` — ``/v1/responses`` answers, linked by ``previous_response_id``.
+
+Values reach SQL only as bound parameters; what is interpolated is table names (a validated,
+quoted schema prefix) and fixed clauses.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import asyncpg
+import orjson
+
+from modelyard.conversations.model import (
+    ConversationItem,
+    ConversationRecord,
+    ConversationScope,
+    JSONDict,
+    Owner,
+    StoredResponse,
+)
+
+MIGRATION_NAME = "0004_conversations"
+CONVERSATION_COLUMNS = (
+    "id",
+    "key_id",
+    "team_id",
+    "user_id",
+    "org_id",
+    "created_at",
+    "updated_at",
+    "turns",
+    "system_prompt",
+)
+RESPONSE_COLUMNS = (
+    "id",
+    "key_id",
+    "team_id",
+    "user_id",
+    "org_id",
+    "created_at",
+    "previous_response_id",
+    "model",
+    "messages",
+    "response",
+    "input_items",
+)
+Placeholder = Callable[[int], str]
+
+
+def migration(s: str, real: str, integer: str) -> tuple[str, ...]:
+    """The statements of migration 0004; ``s`` prefixes table names (``""`` or ``"schema".``)."""
+    return (
+        f"""CREATE TABLE {s}conversations (
+            id text PRIMARY KEY, key_id text, team_id text, user_id text, org_id text,
+            created_at {real} NOT NULL, updated_at {real} NOT NULL, turns {integer} NOT NULL,
+            system_prompt text)""",
+        f"CREATE INDEX conversations_updated ON {s}conversations (updated_at)",
+        f"CREATE INDEX conversations_key ON {s}conversations (key_id, updated_at)",
+        f"CREATE INDEX conversations_team ON {s}conversations (team_id, updated_at)",
+        f"""CREATE TABLE {s}conversation_items (
+            conversation_id text NOT NULL, seq {integer} NOT NULL, turn {integer} NOT NULL,
+            message text NOT NULL, created_at {real} NOT NULL,
+            PRIMARY KEY (conversation_id, seq))""",
+        f"""CREATE TABLE {s}stored_responses (
+            id text PRIMARY KEY, key_id text, team_id text, user_id text, org_id text,
+            created_at {real} NOT NULL, previous_response_id text, model text NOT NULL,
+            messages text NOT NULL, response text NOT NULL, input_items text NOT NULL)""",
+        f"CREATE INDEX stored_responses_created ON {s}stored_responses (created_at)",
+    )
+
+
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def conversation_from_row(row: Sequence[Any]) -> ConversationRecord:
+    return ConversationRecord(
+        id=row[0],
+        owner=Owner(row[1], row[2], row[3], row[4]),
+        created_at=float(row[5]),
+        updated_at=float(row[6]),
+        turns=int(row[7]),
+        system=row[8],
+    )
+
+
+def conversation_to_row(record: ConversationRecord) -> tuple[Any, ...]:
+    o = record.owner
+    return (
+        record.id,
+        o.key_id,
+        o.team_id,
+        o.user_id,
+        o.org_id,
+        record.created_at,
+        record.updated_at,
+        record.turns,
+        record.system,
+    )
+
+
+def response_from_row(row: Sequence[Any]) -> StoredResponse:
+    return StoredResponse(
+        id=row[0],
+        owner=Owner(row[1], row[2], row[3], row[4]),
+        created_at=float(row[5]),
+        previous_response_id=row[6],
+        model=row[7],
+        messages=orjson.loads(row[8]),
+        response=orjson.loads(row[9]),
+        input_items=orjson.loads(row[10]),
+    )
+
+
+def response_to_row(response: StoredResponse) -> tuple[Any, ...]:
+    o = response.owner
+    return (
+        response.id,
+        o.key_id,
+        o.team_id,
+        o.user_id,
+        o.org_id,
+        response.created_at,
+        response.previous_response_id,
+        response.model,
+        _dumps(response.messages),
+        _dumps(response.response),
+        _dumps(response.input_items),
+    )
+
+
+class Statements:
+    """Every statement, for tables prefixed by ``s`` and the backend's placeholder style."""
+
+    def __init__(self, s: str, p: Placeholder) -> None:
+        self.p = p
+        self.t_conv, self.t_items, self.t_resp = (
+            f"{s}conversations",
+            f"{s}conversation_items",
+            f"{s}stored_responses",
+        )
+        conv_cols, resp_cols = ", ".join(CONVERSATION_COLUMNS), ", ".join(RESPONSE_COLUMNS)
+        self.select_conv = f"SELECT {conv_cols} FROM {self.t_conv} WHERE id = {p(1)}"
+        self.select_items = (
+            f"SELECT seq, turn, message, created_at FROM {self.t_items} "
+            f"WHERE conversation_id = {p(1)} ORDER BY seq"
+        )
+        self.insert_conv = (
+            f"INSERT INTO {self.t_conv} ({conv_cols}) "
+            f"VALUES ({', '.join(p(i + 1) for i in range(len(CONVERSATION_COLUMNS)))}) "
+            "ON CONFLICT (id) DO NOTHING"
+        )
+        self.max_seq = f"SELECT COALESCE(MAX(seq), 0) FROM {self.t_items} WHERE conversation_id = {p(1)}"
+        self.insert_item = (
+            f"INSERT INTO {self.t_items} (conversation_id, seq, turn, message, created_at) "
+            f"VALUES ({p(1)}, {p(2)}, {p(3)}, {p(4)}, {p(5)})"
+        )
+        self.update_conv = (
+            f"UPDATE {self.t_conv} SET turns = {p(1)}, updated_at = {p(2)}, "
+            f"system_prompt = COALESCE({p(3)}, system_prompt) WHERE id = {p(4)}"
+        )
+        self.trim_items = f"DELETE FROM {self.t_items} WHERE conversation_id = {p(1)} AND turn <= {p(2)}"
+        self.delete_items = f"DELETE FROM {self.t_items} WHERE conversation_id = {p(1)}"
+        self.delete_conv = f"DELETE FROM {self.t_conv} WHERE id = {p(1)}"
+        self.purge_items = (
+            f"DELETE FROM {self.t_items} WHERE conversation_id IN "
+            f"(SELECT id FROM {self.t_conv} WHERE updated_at < {p(1)})"
+        )
+        self.purge_convs = f"DELETE FROM {self.t_conv} WHERE updated_at < {p(1)}"
+        self.purge_responses = f"DELETE FROM {self.t_resp} WHERE created_at < {p(1)}"
+        self.insert_response = (
+            f"INSERT INTO {self.t_resp} ({resp_cols}) "
+            f"VALUES ({', '.join(p(i + 1) for i in range(len(RESPONSE_COLUMNS)))}) "
+            "ON CONFLICT (id) DO NOTHING"
+        )
+        self.delete_response = f"DELETE FROM {self.t_resp} WHERE id = {p(1)}"
+        # The chain ending at a response, newest first, at most p(2) links (a deleted or purged
+        # link ends it there).
+        self.chain = (
+            f"WITH RECURSIVE chain(id, prev, depth) AS ("
+            f"SELECT id, previous_response_id, 0 FROM {self.t_resp} WHERE id = {p(1)} "
+            f"UNION ALL SELECT r.id, r.previous_response_id, c.depth + 1 FROM {self.t_resp} r "
+            f"JOIN chain c ON r.id = c.prev WHERE c.depth + 1 < {p(2)}) "
+            f"SELECT {', '.join('r.' + c for c in RESPONSE_COLUMNS)} FROM {self.t_resp} r "
+            "JOIN chain c ON r.id = c.id ORDER BY c.depth"
+        )
+
+    def list_conversations(
+        self, scope: ConversationScope, limit: int, before: float | None
+    ) -> tuple[str, list[Any]]:
+        """Newest first; ``before``: only those last updated before it (the next page)."""
+        where: list[str] = ["1 = 1"]
+        params: list[Any] = []
+
+        def param(value: Any) -> str:
+            params.append(value)
+            return self.p(len(params))
+
+        if scope.key_ids is not None:
+            if not scope.key_ids:
+                return f"SELECT {', '.join(CONVERSATION_COLUMNS)} FROM {self.t_conv} WHERE 1 = 0", []
+            where.append(f"key_id IN ({', '.join(param(k) for k in scope.key_ids)})")
+        for column, value in (
+            ("team_id", scope.team_id),
+            ("user_id", scope.user_id),
+            ("org_id", scope.org_id),
+        ):
+            if value is not None:
+                where.append(f"{column} = {param(value)}")
+        if before is not None:
+            where.append(f"updated_at < {param(before)}")
+        sql = (
+            f"SELECT {', '.join(CONVERSATION_COLUMNS)} FROM {self.t_conv} WHERE {' AND '.join(where)} "
+            f"ORDER BY updated_at DESC, id LIMIT {param(int(limit))}"
+        )
+        return sql, params
+
+
+def _item_rows(
+    conversation_id: str, first_seq: int, turn: int, messages: Sequence[JSONDict], now: float
+) -> list[tuple[Any, ...]]:
+    return [
+        (conversation_id, first_seq + i, turn, _dumps(message), now) for i, message in enumerate(messages)
+    ]
+
+
+# -- SQLite: work run on the store's writer or reader thread --------------------------------------
+SQLITE = Statements("", lambda _: "?")
+SQLITE_MIGRATION = (MIGRATION_NAME, migration("", "REAL", "INTEGER"))
+
+
+def sqlite_load(
+    conversation_id: str, conn: sqlite3.Connection
+) -> tuple[ConversationRecord, list[ConversationItem]] | None:
+    row = conn.execute(SQLITE.select_conv, (conversation_id,)).fetchone()
+    if row is None:
+        return None
+    items = [
+        ConversationItem(seq, turn, orjson.loads(message), created_at)
+        for seq, turn, message, created_at in conn.execute(SQLITE.select_items, (conversation_id,))
+    ]
+    return conversation_from_row(row), items
+
+
+def sqlite_create(record: ConversationRecord, conn: sqlite3.Connection) -> ConversationRecord:
+    conn.execute(SQLITE.insert_conv, conversation_to_row(record))
+    return conversation_from_row(conn.execute(SQLITE.select_conv, (record.id,)).fetchone())
+
+
+def sqlite_append(
+    conversation_id: str,
+    messages: Sequence[JSONDict],
+    system: str | None,
+    now: float,
+    max_turns: int,
+    conn: sqlite3.Connection,
+) -> bool:
+    row = conn.execute(SQLITE.select_conv, (conversation_id,)).fetchone()
+    if row is None:
+        return False  # deleted meanwhile
+    turn = int(row[7]) + 1
+    (last,) = conn.execute(SQLITE.max_seq, (conversation_id,)).fetchone()
+    conn.executemany(SQLITE.insert_item, _item_rows(conversation_id, int(last) + 1, turn, messages, now))
+    conn.execute(SQLITE.update_conv, (turn, now, system, conversation_id))
+    conn.execute(SQLITE.trim_items, (conversation_id, turn - max_turns))
+    return True
+
+
+def sqlite_list(
+    scope: ConversationScope, limit: int, before: float | None, conn: sqlite3.Connection
+) -> list[ConversationRecord]:
+    sql, params = SQLITE.list_conversations(scope, limit, before)
+    return [conversation_from_row(row) for row in conn.execute(sql, params)]
+
+
+def sqlite_delete(conversation_id: str, conn: sqlite3.Connection) -> bool:
+    conn.execute(SQLITE.delete_items, (conversation_id,))
+    return conn.execute(SQLITE.delete_conv, (conversation_id,)).rowcount > 0
+
+
+def sqlite_purge(before: float, conn: sqlite3.Connection) -> int:
+    conn.execute(SQLITE.purge_items, (before,))
+    deleted = conn.execute(SQLITE.purge_convs, (before,)).rowcount
+    deleted += conn.execute(SQLITE.purge_responses, (before,)).rowcount
+    return int(deleted)
+
+
+def sqlite_put_response(response: StoredResponse, conn: sqlite3.Connection) -> None:
+    conn.execute(SQLITE.insert_response, response_to_row(response))
+
+
+def sqlite_chain(response_id: str, max_depth: int, conn: sqlite3.Connection) -> list[StoredResponse]:
+    return [response_from_row(row) for row in conn.execute(SQLITE.chain, (response_id, max_depth))]
+
+
+def sqlite_delete_response(response_id: str, conn: sqlite3.Connection) -> bool:
+    return conn.execute(SQLITE.delete_response, (response_id,)).rowcount > 0
+
+
+# -- PostgreSQL ----------------------------------------------------------------------------------
+def _count(status: str) -> int:
+    tail = str(status).rsplit(" ", 1)[-1]
+    return int(tail) if tail.isdigit() else 0
+
+
+class PostgresConversations:
+    """The conversation statements of one schema (already validated and quoted)."""
+
+    def __init__(self, schema: str) -> None:
+        self.sql = Statements(f"{schema}.", lambda n: f"${n}")
+
+    @staticmethod
+    def migration(schema: str) -> tuple[str, tuple[str, ...]]:
+        return MIGRATION_NAME, migration(f"{schema}.", "double precision", "bigint")
+
+    async def load(
+        self, pool: asyncpg.Pool, conversation_id: str
+    ) -> tuple[ConversationRecord, list[ConversationItem]] | None:
+        async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+            row = await conn.fetchrow(self.sql.select_conv, conversation_id)
+            if row is None:
+                return None
+            rows = await conn.fetch(self.sql.select_items, conversation_id)
+        items = [ConversationItem(r[0], r[1], orjson.loads(r[2]), r[3]) for r in rows]
+        return conversation_from_row(tuple(row)), items
+
+    async def create(self, pool: asyncpg.Pool, record: ConversationRecord) -> ConversationRecord:
+        async with pool.acquire() as conn:
+            await conn.execute(self.sql.insert_conv, *conversation_to_row(record))
+            row = await conn.fetchrow(self.sql.select_conv, record.id)
+        assert row is not None  # inserted, or there already
+        return conversation_from_row(tuple(row))
+
+    async def append(
+        self,
+        pool: asyncpg.Pool,
+        conversation_id: str,
+        messages: Sequence[JSONDict],
+        system: str | None,
+        now: float,
+        max_turns: int,
+    ) -> bool:
+        async with pool.acquire() as conn, conn.transaction():
+            # The row lock orders concurrent appends to one conversation.
+            row = await conn.fetchrow(self.sql.select_conv + " FOR UPDATE", conversation_id)
+            if row is None:
+                return False
+            turn = int(row[7]) + 1
+            last = await conn.fetchval(self.sql.max_seq, conversation_id)
+            await conn.executemany(
+                self.sql.insert_item, _item_rows(conversation_id, int(last) + 1, turn, messages, now)
+            )
+            await conn.execute(self.sql.update_conv, turn, now, system, conversation_id)
+            await conn.execute(self.sql.trim_items, conversation_id, turn - max_turns)
+        return True
+
+    async def list_for(
+        self, pool: asyncpg.Pool, scope: ConversationScope, limit: int, before: float | None
+    ) -> list[ConversationRecord]:
+        sql, params = self.sql.list_conversations(scope, limit, before)
+        return [conversation_from_row(tuple(row)) for row in await pool.fetch(sql, *params)]
+
+    async def delete(self, pool: asyncpg.Pool, conversation_id: str) -> bool:
+        async with pool.acquire() as conn, conn.transaction():
+            await conn.execute(self.sql.delete_items, conversation_id)
+            return _count(await conn.execute(self.sql.delete_conv, conversation_id)) > 0
+
+    async def purge(self, pool: asyncpg.Pool, before: float) -> int:
+        async with pool.acquire() as conn, conn.transaction():
+            await conn.execute(self.sql.purge_items, before)
+            deleted = _count(await conn.execute(self.sql.purge_convs, before))
+            deleted += _count(await conn.execute(self.sql.purge_responses, before))
+        return deleted
+
+    async def put_response(self, pool: asyncpg.Pool, response: StoredResponse) -> None:
+        await pool.execute(self.sql.insert_response, *response_to_row(response))
+
+    async def chain(self, pool: asyncpg.Pool, response_id: str, max_depth: int) -> list[StoredResponse]:
+        rows = await pool.fetch(self.sql.chain, response_id, max_depth)
+        return [response_from_row(tuple(row)) for row in rows]
+
+    async def delete_response(self, pool: asyncpg.Pool, response_id: str) -> bool:
+        return _count(await pool.execute(self.sql.delete_response, response_id)) > 0

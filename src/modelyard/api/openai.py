@@ -36,6 +36,8 @@ def _encode_vector(vector: list[float], encoding_format: str) -> list[float] | s
 
 async def embeddings(state: AppState, body: dict[str, Any], ctx: RequestContext, send: Send) -> None:
     inputs = embedding_inputs(body, MAX_EMBEDDING_INPUTS)
+    if state.smart is not None:
+        body = await state.smart.resolve_embeddings(body, ctx)  # a route → its embedding model
     ctx.model = str(body["model"])
     state.registry.resolve(body["model"], embeddings=True)  # a clear 404 for a chat-only model
     group = state.router.group(body["model"])
@@ -62,7 +64,10 @@ async def embeddings(state: AppState, body: dict[str, Any], ctx: RequestContext,
     try:
         try:
             execution = await state.router.execute(
-                group, call, body=body, supports=lambda d: d.target.embeddings
+                group,
+                call,
+                body=body,
+                supports=lambda d: d.target.embeddings and (d.policy.local or not ctx.local_only),
             )
         except GatewayError as exc:
             ctx.attempt_log = list(getattr(exc, "attempts", None) or [])

@@ -28,6 +28,8 @@ OPERATIONS = {
     "/embeddings": "embeddings",
     "/v1/messages/count_tokens": "count_tokens",
     "/messages/count_tokens": "count_tokens",
+    "/v1/responses/input_tokens": "count_tokens",
+    "/responses/input_tokens": "count_tokens",
 }
 
 
@@ -114,6 +116,13 @@ def build_record(
         user_id=getattr(key, "user_id", None),
         tags=tuple(getattr(key, "tags", ()) or ()),
         attempts=tuple(attempts),
+        cache=ctx.cache if ctx.cache_kind is not None else None,
+        cache_kind=ctx.cache_kind,
+        cache_lookup_ms=ctx.cache_lookup_ms,
+        route_name=ctx.route_name,
+        route_reason=ctx.route_reason,
+        route_detail=getattr(ctx.route_decision, "detail", None),
+        context=ctx.context,
         prompt=ctx.prompt if ctx.capture else None,
         response=ctx.response if ctx.capture else None,
     )

@@ -145,6 +145,7 @@ def record_to_dict(record: RequestRecord, *, content: bool = True) -> dict[str, 
         "local": record.local,
         "stream": record.stream,
         "cache": record.cache,
+        "context": record.context,
         "attempts": [
             {"deployment": a.deployment, "outcome": a.outcome, "status": a.status, "latency_ms": a.latency_ms}
             for a in record.attempts
@@ -160,6 +161,11 @@ def record_to_dict(record: RequestRecord, *, content: bool = True) -> dict[str, 
         "ttft_ms": record.ttft_ms,
         "overhead_ms": record.overhead_ms,
         "tags": record.tags,
+        "smart_route": (
+            {"route": record.route_name, "reason": record.route_reason, "detail": record.route_detail}
+            if record.route_name is not None
+            else None
+        ),
     }
     if content and record.prompt is not None:
         line["prompt"] = record.prompt

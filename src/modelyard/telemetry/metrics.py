@@ -66,6 +66,7 @@ OVERHEAD_BUCKETS = (
     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
 )  # fmt: skip
 """Gateway overhead is sub-millisecond when healthy: fine buckets from 50 µs."""
+CACHE_LOOKUP_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
 UPSTREAM_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 
 GENAI_LABELS = (
@@ -185,8 +186,22 @@ class GatewayMetrics:
         )
         self.cache_requests = Counter(
             "modelyard_cache_requests_total",
-            "Response cache lookups: result hit|miss|bypass.",
-            ("result",),
+            "Response cache lookups, by model, kind exact|semantic and result hit|miss|bypass.",
+            ("model", "kind", "result"),
+            registry=r,
+        )
+        self.cache_lookup = Histogram(
+            "modelyard_cache_lookup_seconds",
+            "Time to look a request up in the response cache (embedding included for semantic).",
+            ("kind",),
+            buckets=CACHE_LOOKUP_BUCKETS,
+            registry=r,
+        )
+        self.smart_route_decisions = Counter(
+            "modelyard_smart_route_decisions_total",
+            "Smart-route decisions (model: auto …): the route, the model it chose and why "
+            "(task:<name>, fallback, learned:strong|weak, target, best, explore, embeddings; +rule:<names>).",
+            ("route", "model", "reason"),
             registry=r,
         )
 
@@ -329,8 +344,12 @@ class MetricsSink:
                     child(m.tokens, model, deployment, kind, local).inc(count)
         if record.cost_nano:
             child(m.cost, model, deployment, local, record.team_id or "").inc(record.cost_nano / NANO_PER_USD)
-        if record.cache is not None:
-            child(m.cache_requests, record.cache).inc()
+        if record.cache is not None and record.cache_kind is not None:
+            child(m.cache_requests, model, record.cache_kind, record.cache).inc()
+            if record.cache_lookup_ms is not None and record.cache != "bypass":
+                child(m.cache_lookup, record.cache_kind).observe(record.cache_lookup_ms / 1000)
+        if record.route_name is not None:
+            child(m.smart_route_decisions, record.route_name, model, record.route_reason or "").inc()
 
 
 class LiveStateCollector:

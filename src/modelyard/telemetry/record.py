@@ -75,6 +75,17 @@ class RequestRecord:
     attempts: tuple[AttemptInfo, ...] = ()
     cache: str | None = None
     """``hit``, ``miss`` or ``bypass`` when a response cache is in play."""
+    cache_kind: str | None = None
+    """``exact`` or ``semantic``: the cache tier that answered or was consulted last."""
+    cache_lookup_ms: float | None = None
+    context: str | None = None
+    """What context fitting did: fit, trimmed:<n>, summarized:<n>, fallback:<model> (routing.context)."""
+    route_name: str | None = None
+    """The smart route the request named (``auto``); ``model_requested`` is then its choice."""
+    route_reason: str | None = None
+    """Why the route chose that model (``task:extraction``, ``learned:strong``, ``target``, …)."""
+    route_detail: str | None = None
+    """The same with its numbers (confidence, P(strong), rules matched)."""
     prompt: Any = None
     """The request body, only when prompt capture is enabled for this key or globally."""
     response: Any = None

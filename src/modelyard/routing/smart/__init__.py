@@ -1,0 +1,1 @@
+"""Smart routing: rules, task routing, learned strong-vs-weak routing, feedback."""

@@ -229,6 +229,10 @@ def report_sql(
     else:
         raise ValueError(f"cannot group spend by {group_by!r}: use one of {', '.join(report_groups())}")
     where = [f"l.created_at >= {param(since)}"]
+    if group_by != "status" and "status" not in (filters or {}):
+        # Requests refused before any attempt (status 'refused', cost 0) are counted only when
+        # asked for by status: a spend report's request counts are requests that were served.
+        where.append("l.status <> 'refused'")
     if until is not None:
         where.append(f"l.created_at < {param(until)}")
     for name, value in sorted((filters or {}).items()):

@@ -49,7 +49,16 @@ log = logging.getLogger("modelyard.access")
 JSONHandler = Callable[[AppState, dict[str, Any], RequestContext, Receive, Send], Awaitable[None]]
 
 
-ADMIN_PATHS = (["deployments"], ["keys"], ["budgets"], ["spend"], ["ledger"], ["requests"], ["conversations"])
+ADMIN_PATHS = (
+    ["deployments"],
+    ["keys"],
+    ["budgets"],
+    ["spend"],
+    ["ledger"],
+    ["requests"],
+    ["conversations"],
+    ["routes"],
+)
 
 
 class MethodNotAllowed(GatewayError):
@@ -258,6 +267,10 @@ class ModelyardApp:
                 await admin.spend(principal, query, ctx, send)
             case ("GET", ["ledger"]):
                 await admin.ledger(principal, query, ctx, send)
+            case ("GET", ["routes"]):
+                require_reader(principal)
+                routes = state.smart.snapshot() if state.smart is not None else []
+                await send_json(send, 200, {"routes": routes}, ctx)
             case ("GET", ["requests"]):
                 await requests_api.search(state.store, principal, query, ctx, send)
             case ("GET", ["requests", request_id]):

@@ -8,7 +8,6 @@ from modelyard.api.asgi import Receive, RequestContext, Send, send_json
 from modelyard.api.inference import serve_chat
 from modelyard.api.validate import check_anthropic_messages
 from modelyard.providers.base import WireProtocol
-from modelyard.routing.tokens import count_anthropic_request
 from modelyard.state import AppState
 
 
@@ -29,5 +28,6 @@ async def count_tokens(state: AppState, body: dict[str, Any], ctx: RequestContex
     )
     target = state.registry.resolve(body["model"])
     ctx.deployment = target.label
-    tokens = await count_anthropic_request(target, body, ctx.request_id)
+    assert state.context is not None
+    tokens = await state.context.count_for_target(target, body, WireProtocol.ANTHROPIC, ctx.request_id)
     await send_json(send, 200, {"input_tokens": tokens}, ctx)

@@ -10,7 +10,7 @@ TOPICS = ("the harbour", "a lighthouse", "tides", "the fish market", "storms", "
 def turn_text(n: int, role: str) -> str:
     topic = TOPICS[n % len(TOPICS)]
     if role == "user":
-        return f"Question {n}: tell me something about {topic} in the town, and how it changed over the years."
+        return f"Question {n}: tell me something about {topic} in the town, and how it changed over time."
     return (
         f"Answer {n}: {topic.capitalize()} has a long history here; people remember it for the "
         f"work it gave, the stories told about it and the way it shaped the streets near the water."
@@ -29,11 +29,16 @@ def conversation(turns: int, *, system: str = "You are a concise local historian
                     "role": "assistant",
                     "content": None,
                     "tool_calls": [
-                        {"id": "call_1", "type": "function", "function": {"name": "tide_table", "arguments": "{}"}}
+                        {
+                            "id": "call_1",
+                            "type": "function",
+                            "function": {"name": "tide_table", "arguments": "{}"},
+                        }
                     ],
                 }
             )
-            messages.append({"role": "tool", "tool_call_id": "call_1", "content": "High tide 06:12, low 12:30."})
+            result = "High tide 06:12, low 12:30."
+            messages.append({"role": "tool", "tool_call_id": "call_1", "content": result})
         messages.append({"role": "assistant", "content": turn_text(n, "assistant")})
     messages.append({"role": "user", "content": "Last question: what should I visit first tomorrow?"})
     return messages

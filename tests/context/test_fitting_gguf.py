@@ -95,5 +95,6 @@ def test_summary_goes_after_the_system_prompt(counter: GGUFCounter) -> None:
     messages = conversation(4)
     out = with_summary({"messages": messages}, WireProtocol.OPENAI, "They talked about tides.", 5)
     assert out["messages"][0] == messages[0]
-    assert out["messages"][1]["role"] == "system" and "They talked about tides." in out["messages"][1]["content"]
+    summary = out["messages"][1]
+    assert summary["role"] == "system" and "They talked about tides." in summary["content"]
     assert out["messages"][2:] == messages[5:]

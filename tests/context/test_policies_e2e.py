@@ -117,7 +117,8 @@ def test_summarize_calls_the_local_model_once_per_prefix_and_reuses_it(
     assert service.summary_calls == calls_before + 1
     sent = fake_openai.last().json["messages"]
     assert sent[0] == first[0]
-    assert sent[1]["role"] == "system" and sent[1]["content"].startswith("Summary of the earlier conversation")
+    assert sent[1]["role"] == "system"
+    assert sent[1]["content"].startswith("Summary of the earlier conversation")
     assert sent[-1] == first[-1]
     # The next turn shares the prefix: the cached summary is reused, the model is not called again.
     second = [

@@ -37,11 +37,11 @@ def _content(content: Any, where: str) -> str | list[JSONDict]:
     parts: list[JSONDict] = []
     for j, part in enumerate(content):
         kind = part.get("type") if isinstance(part, dict) else None
-        if kind in _TEXT_PARTS and isinstance(part.get("text"), str):  # type: ignore[union-attr]
-            parts.append({"type": "text", "text": part["text"]})  # type: ignore[index]
+        if kind in _TEXT_PARTS and isinstance(part.get("text"), str):
+            parts.append({"type": "text", "text": part["text"]})
         elif kind == "input_image":
-            url = part.get("image_url") or part.get("file_id") or ""  # type: ignore[union-attr]
-            parts.append({"type": "image_url", "image_url": {"url": str(url), "detail": part.get("detail")}})  # type: ignore[union-attr]
+            url = part.get("image_url") or part.get("file_id") or ""
+            parts.append({"type": "image_url", "image_url": {"url": str(url), "detail": part.get("detail")}})
         elif kind in ("input_file", "input_audio"):
             parts.append({"type": "text", "text": orjson.dumps(part).decode()})
         else:

@@ -1,8 +1,8 @@
 """Token counts of whole requests: text through a tokenizer, plus each format's overheads.
 
-OpenAI chat (the cookbook's rule, exact for cl100k models): 3 tokens per message, 1 more for a
-``name``, 3 to prime the reply; tool definitions are counted as their JSON plus 8 per tool (the
-model sees them rendered as a TypeScript-like namespace, which is a little shorter than the JSON);
+OpenAI chat (the cookbook's rule, exact for cl100k models): 3 tokens per message plus its role's
+tokens, 1 more for a ``name``, 3 to prime the reply; tool definitions are counted as their JSON
+plus 8 per tool (the model sees them rendered as a TypeScript-like namespace, a little shorter);
 an image part is 765 tokens (a 1024×1024 image at high detail; ``detail: low`` is 85).
 
 Anthropic (an estimate: the tokenizer is not public): 4 tokens per message, 346 for the tool-use
@@ -121,6 +121,9 @@ class TokenCounter:
         """One message of either protocol, with its overhead."""
         fmt = self.formatting
         total = fmt.per_message + self._content(message.get("content"))
+        role = message.get("role")
+        if isinstance(role, str):
+            total += self.tokenizer.count(role)  # the cookbook counts the role's own tokens
         if message.get("name"):
             total += fmt.per_name + self.tokenizer.count(str(message["name"]))
         for call in message.get("tool_calls") or ():

@@ -92,8 +92,8 @@ class GGUFTokenizer:
         self.name = "gguf:" + path.rsplit("/", 1)[-1]
         self._lock = threading.Lock()
         self._llama: Any = Llama(model_path=path, vocab_only=True, verbose=False)
-        template = self._llama.metadata.get("tokenizer.chat_template")
-        self.template_supports_tools = bool(template) and "tool" in template
+        template: str | None = self._llama.metadata.get("tokenizer.chat_template")
+        self.template_supports_tools = template is not None and "tool" in template
         self._formatter: Any = None
         if template:
             self._formatter = Jinja2ChatFormatter(

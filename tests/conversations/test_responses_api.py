@@ -4,6 +4,7 @@ retrieve, delete, input_items; bad input gets 400/404 in OpenAI's shape."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import httpx
@@ -212,3 +213,29 @@ def test_unknown_model_and_unknown_response(http: httpx.Client) -> None:
     r = http.get("/v1/responses/resp_unknown")
     assert r.status_code == 404 and r.json()["error"]["type"] == "not_found_error"
     assert http.delete("/v1/responses/resp_unknown").status_code == 404
+
+
+def test_responses_continue_a_server_side_conversation(oa: openai.OpenAI, http: httpx.Client) -> None:
+    """``conversation`` (or the x-modelyard-conversation header) keeps the history in a
+    conversation, shared with the chat APIs, instead of a response chain."""
+    cid = "resp-conv-" + uuid.uuid4().hex
+    first = oa.responses.create(model="echo", input="one", extra_body={"conversation": cid})
+    assert first.output_text == "echo: one" and first.store is False
+    oa.chat.completions.create(
+        model="echo", messages=[{"role": "user", "content": "two"}], extra_body={"conversation_id": cid}
+    )
+    oa.responses.create(model="echo", input="three", extra_headers={"x-modelyard-conversation": cid})
+    stored = http.get(f"/admin/conversations/{cid}").json()
+    assert [m["content"] for m in stored["messages"]] == [
+        "one",
+        "echo: one",
+        "two",
+        "echo: two",
+        "three",
+        "echo: three",
+    ]
+    r = http.post(
+        "/v1/responses",
+        json={"model": "echo", "input": "x", "conversation": cid, "previous_response_id": first.id},
+    )
+    assert r.status_code == 400 and r.json()["error"]["param"] == "conversation"

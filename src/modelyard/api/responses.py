@@ -28,7 +28,7 @@ from modelyard.api.asgi import Message, Receive, RequestContext, Send, send_json
 from modelyard.api.inference import serve_chat
 from modelyard.api.validate import check_openai_chat
 from modelyard.conversations.model import StoredResponse
-from modelyard.conversations.service import CONVERSATION_FIELD, owner_of
+from modelyard.conversations.service import CONVERSATION_FIELD, CONVERSATION_HEADER, owner_of
 from modelyard.errors import InvalidRequestError, NotFoundError
 from modelyard.providers.base import JSONDict, WireProtocol
 from modelyard.providers.sse import SSEDecoder
@@ -47,8 +47,12 @@ from modelyard.translate.responses_api_stream import ResponsesStream
 Save = Callable[[JSONDict], Awaitable[None]]
 
 
-def _conversation_of(body: JSONDict) -> str | None:
+def _conversation_of(body: JSONDict, headers: dict[str, str]) -> str | None:
+    """The server-side conversation a Responses request continues (``conversation`` or the
+    ``x-modelyard-conversation`` header), if any."""
     value = body.get("conversation")
+    if value is None:
+        value = headers.get(CONVERSATION_HEADER)
     if value is None:
         return None
     if isinstance(value, dict):
@@ -69,6 +73,7 @@ async def create(state: AppState, body: JSONDict, ctx: RequestContext, receive: 
     server = state.config.server
     check_request(body, server.max_output_tokens)
     conversations = state.conversations
+    conversation = _conversation_of(body, ctx.headers)
     previous = body.get("previous_response_id")
     history: list[JSONDict] = []
     if previous:
@@ -79,7 +84,6 @@ async def create(state: AppState, body: JSONDict, ctx: RequestContext, receive: 
                 param="previous_response_id",
             )
         history = await conversations.response_history(previous, ctx.principal)
-    conversation = _conversation_of(body)
     chat, new_messages = to_chat(body, history)
     if conversation is not None:
         chat[CONVERSATION_FIELD] = conversation

@@ -18,6 +18,7 @@ HISTOGRAMS: dict[str, frozenset[str]] = {
     "gen_ai_server_time_per_output_token_seconds": GENAI,
     "modelyard_gateway_overhead_seconds": frozenset({"operation"}),
     "modelyard_upstream_latency_seconds": frozenset({"deployment", "outcome"}),
+    "modelyard_cache_lookup_seconds": frozenset({"kind"}),
 }
 COUNTERS: dict[str, frozenset[str]] = {
     "modelyard_requests_total": frozenset({"operation", "dialect", "status", "error_type", "model"}),
@@ -27,7 +28,7 @@ COUNTERS: dict[str, frozenset[str]] = {
     "modelyard_route_decisions_total": frozenset({"model", "reason", "local"}),
     "modelyard_tokens_total": frozenset({"model", "deployment", "type", "local"}),
     "modelyard_cost_usd_total": frozenset({"model", "deployment", "local", "team"}),
-    "modelyard_cache_requests_total": frozenset({"result"}),
+    "modelyard_cache_requests_total": frozenset({"model", "kind", "result"}),
 }
 GAUGES: dict[str, frozenset[str]] = {
     "modelyard_deployment_in_flight": DEPLOYMENT,

@@ -142,7 +142,7 @@ class SqliteBackend(CacheBackend):
                 (key, value, now + ttl_s, now),
             )
             self._writes += 1
-            if self._writes % self.PURGE_EVERY == 1:
+            if (self._writes - 1) % self.PURGE_EVERY == 0:
                 db.execute("DELETE FROM cache_entries WHERE expires_at <= ?", (now,))
                 (count,) = db.execute("SELECT COUNT(*) FROM cache_entries").fetchone()
                 if count > self._max_entries:

@@ -70,7 +70,8 @@ def _openai_stream(body: JSONDict, include_usage: bool) -> list[bytes]:
     for choice in body.get("choices") or ():
         index = int(choice.get("index", 0))
         message = choice.get("message") or {}
-        out.append(chunk(index, {"role": "assistant", "content": ""}))
+        content = "" if isinstance(message.get("content"), str) else None
+        out.append(chunk(index, {"role": "assistant", "content": content}))
         for field in ("reasoning_content", "reasoning"):
             if isinstance(message.get(field), str) and message[field]:
                 out += [chunk(index, {field: piece}) for piece in _pieces(message[field])]

@@ -147,9 +147,9 @@ def directives(headers: dict[str, str], body: dict[str, Any]) -> tuple[bool, boo
         elif value == "no-cache":
             lookup = False
         elif value is not True and value is not None:
+            shown = orjson.dumps(value).decode()
             raise InvalidRequestError(
-                'cache must be true, false, "no-cache" or "no-store", '
-                f"not {orjson.dumps(value).decode()}",
+                f'cache must be true, false, "no-cache" or "no-store", not {shown}',
                 param="cache",
             )
     return lookup, store
@@ -196,7 +196,7 @@ class ResponseCache:
             backend = SqliteBackend(str(Path(path).expanduser().absolute()), max_entries=config.max_entries)
         elif config.backend == "redis":
             assert redis_url is not None  # checked when the config was loaded
-            backend = RedisBackend(redis_url)
+            backend = RedisBackend(redis_url, prefix=config.redis_prefix)
         else:
             backend = MemoryBackend(max_entries=config.max_entries, max_bytes=config.max_bytes)
         semantic = any(p.semantic for p in policies.values())

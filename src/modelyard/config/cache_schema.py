@@ -80,6 +80,9 @@ class CacheConfig(_Strict):
     redis_url: str | None = None
     """redis: a secret reference to the URL (``env:MODELYARD_CACHE_REDIS_URL``); default: the
     ``rate_limits.redis_url`` when that is set."""
+    redis_prefix: str = "modelyard:cache:"
+    """redis: the prefix of every key (default ``modelyard:cache:``); gateways that must not
+    share answers use different prefixes."""
     semantic: SemanticCacheConfig = Field(default_factory=SemanticCacheConfig)
 
     @field_validator("redis_url")

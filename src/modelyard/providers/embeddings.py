@@ -184,6 +184,15 @@ class OnnxEmbeddingProvider(Provider):
             f"model {model!r} is an embedding model; use POST /v1/embeddings", param="model"
         )
 
+    async def encode(self, texts: list[str]) -> npt.NDArray[np.float32]:
+        """Unit vectors for ``texts`` as one array, computed on the worker thread (for callers
+        inside the gateway, such as the semantic cache)."""
+        await self.start()
+        assert self._encoder is not None and self._executor is not None
+        loop = asyncio.get_running_loop()
+        vectors, _ = await loop.run_in_executor(self._executor, self._encoder.encode, texts)
+        return vectors
+
     async def embed(self, inputs: list[str], model: str, ctx: CallContext) -> EmbeddingResult:
         for index, text in enumerate(inputs):
             if not isinstance(text, str):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -186,3 +187,13 @@ class Registry:
 
     def local_providers(self) -> list[Provider]:
         return list(self._local.values())
+
+    def shared_embeddings(self) -> Any:
+        """The embedded MiniLM provider (an OnnxEmbeddingProvider), shared with the
+        ``all-MiniLM-L6-v2`` model when it is served, so the model loads once."""
+        key = ("onnx-embeddings", None)
+        if key not in self._local:
+            from modelyard.providers.embeddings import OnnxEmbeddingProvider
+
+            self._local[key] = OnnxEmbeddingProvider()
+        return self._local[key]

@@ -17,7 +17,7 @@ Example::
             action: local_only
           - when: {tags: [confidential]}
             action: local_only
-        bandit: {enabled: true, exploration: 0.1, cost_weight: 1.0}
+        bandit: {enabled: true, exploration: 0.1, cost_weight: 0.1}
         embeddings: all-MiniLM-L6-v2               # /v1/embeddings with model: auto
 
 The decision runs in this order: rules (which candidates are allowed) → task (a confident task
@@ -130,9 +130,10 @@ class BanditConfig(_Strict):
     exploration: float = Field(0.1, ge=0, le=1)
     """Largest share of decisions drawn from the posterior instead of its mean (default 0.1):
     bounds how often a request may go to a model that is not the current best choice."""
-    cost_weight: float = Field(1.0, ge=0)
-    """How much cost counts against quality (score = quality − cost_weight × relative cost of
-    the candidate, among those meeting the quality target; default 1)."""
+    cost_weight: float = Field(0.1, ge=0)
+    """The cost penalty when no candidate is expected to meet the quality target: the choice
+    maximises quality − cost_weight × relative cost (the candidate's price over the costliest
+    one's); default 0.1. (When some candidates meet it, the cheapest of them is chosen.)"""
     prior_strength: float = Field(4.0, gt=0)
     """How many feedback scores the prior quality is worth (default 4)."""
 

@@ -5,9 +5,9 @@ feedback score, 0..1). The prior is the candidate's prior quality worth ``prior_
 scores; every feedback score ``s`` adds ``s`` to α and ``1 − s`` to β.
 
 A choice takes each candidate's quality θ — the posterior *mean* normally, a posterior *sample*
-on at most an ``exploration`` share of decisions (bounded exploration) — keeps the candidates with
-θ ≥ the quality target, and among them picks the highest θ − cost_weight × relative cost (with
-the default weight: the cheapest that meets the target). When none meets it, the best θ wins.
+on at most an ``exploration`` share of decisions (bounded exploration) — and picks the cheapest
+candidate with θ ≥ the quality target. When none meets it, the highest θ − cost_weight × relative
+cost wins (the cost penalty; relative cost is the candidate's price over the costliest one's).
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ class Bandit:
     """Model → prior quality (0..1)."""
     prior_strength: float = 4.0
     exploration: float = 0.1
-    cost_weight: float = 1.0
+    cost_weight: float = 0.1
     enabled: bool = True
     rng: random.Random = field(default_factory=random.Random)
     arms: dict[str, dict[str, Arm]] = field(default_factory=dict)
@@ -79,13 +79,13 @@ class Bandit:
             arm = arms.get(model) or Arm(0.5 * self.prior_strength, 0.5 * self.prior_strength)
             theta[model] = self.rng.betavariate(arm.alpha, arm.beta) if explore else arm.mean
         feasible = [m for m in allowed if theta[m] >= target]
+        cost = relative_cost.get
         if feasible:
-            best = max(
-                feasible,
-                key=lambda m: (theta[m] - self.cost_weight * relative_cost.get(m, 0.0), -allowed.index(m)),
-            )
+            # The cheapest expected to meet the target (the better one among equally cheap).
+            best = min(feasible, key=lambda m: (cost(m, 0.0), -theta[m], allowed.index(m)))
         else:
-            best = max(allowed, key=lambda m: (theta[m], -allowed.index(m)))
+            # None is: trade quality against cost.
+            best = max(allowed, key=lambda m: (theta[m] - self.cost_weight * cost(m, 0.0), -allowed.index(m)))
         return BanditChoice(best, explore, theta[best], bool(feasible))
 
     def update(self, task: str, model: str, score: float, *, replace: bool = False) -> bool:

@@ -131,7 +131,9 @@ def default_routes(models: Mapping[str, ModelFacts], local_chat_model: str) -> d
             "classification": TaskConfig(model=local_chat_model),
             "extraction": TaskConfig(model=local_chat_model),
         }
-    embeddings = next((f.canonical for f in models.values() if f.embeddings and f.local), None)
+    local_embedders = [f for f in models.values() if f.embeddings and f.local]
+    dedicated = [f for f in local_embedders if not f.chat]  # an embedding model, not a fake
+    embeddings = next((f.canonical for f in dedicated or local_embedders), None)
     return {AUTO_ROUTE: RouteConfig(candidates=chat, tasks=tasks, embeddings=embeddings)}
 
 

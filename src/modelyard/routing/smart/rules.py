@@ -23,8 +23,12 @@ _BINARY_KEYS = frozenset({"file_data", "signature"})
 
 _EMAIL = re.compile(r"(?<![\w.+-])[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,24}\b")
 _PHONE = re.compile(
-    r"(?<![\w+])(?:\+\d{1,3}[\s.-]?)?(?:\(\d{1,4}\)[\s.-]?)?\d{2,4}(?:[\s.-]\d{2,4}){1,4}(?![\w])"
-    r"|(?<![\w+])\+\d{8,15}(?!\w)"
+    # international: +<country code> then digits in groups
+    r"(?<![\w+])\+\d{1,3}(?:[\s.-]?\(?\d{1,5}\)?){2,6}(?![\w])"
+    # North American: (415) 555-0132, 415-555-0132, 415.555.0132, 415 555 0132
+    r"|(?<![\w(])(?:\(\d{3}\)\s?|\d{3}[\s.-])\d{3}[\s.-]\d{4}(?![\w])"
+    # national with a trunk 0: 07700 900123, 030 1234 5678, 020-7183-8750
+    r"|(?<![\w])0\d{2,4}[\s.-]?\d{3,4}[\s.-]?\d{3,4}(?![\w])"
 )
 _CARD = re.compile(r"(?<![\d-])(?:\d[ -]?){12,18}\d(?![\d-])")
 _IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?:[ ]?[A-Z0-9]){11,30}\b")
@@ -56,15 +60,9 @@ def iban_ok(text: str) -> bool:
 
 def _has_phone(text: str) -> bool:
     for match in _PHONE.finditer(text):
-        raw = match.group(0)
-        digits = sum(c.isdigit() for c in raw)
-        if not 9 <= digits <= 15:
-            continue
-        if re.fullmatch(r"\d+", raw) and not raw.startswith("0"):
-            continue  # a bare run of digits is a number, not a phone number
-        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", raw) or re.fullmatch(r"\d{1,3}(?:\.\d{1,3}){3}", raw):
-            continue  # dates and IPv4 addresses
-        return True
+        digits = sum(c.isdigit() for c in match.group(0))
+        if 9 <= digits <= 15:
+            return True
     return False
 
 

@@ -330,6 +330,52 @@ class SmartRouting:
                 return row
         return await self._store.route_decision(request_id)
 
+    def snapshot(self) -> list[dict[str, Any]]:
+        """Every route: its candidates (cost, locality, prior), tasks, learned router, the bandit's
+        posteriors per task and the prompt cache's hits (``GET /admin/routes``)."""
+        out = []
+        for name, route in self.routes.items():
+            config = route.config
+            cache = self.cache[name]
+            out.append(
+                {
+                    "route": name,
+                    "quality_target": config.quality_target,
+                    "candidates": [
+                        {
+                            "model": c.name,
+                            "cost_pico_per_token": c.cost_pico,
+                            "relative_cost": round(c.relative_cost, 6),
+                            "local": c.local,
+                            "prior_quality": round(c.prior, 4),
+                        }
+                        for c in route.candidates
+                    ],
+                    "tasks": {task: t.model for task, t in config.tasks.items()},
+                    "classifier": None
+                    if route.classifier is None
+                    else {
+                        "temperature": round(route.classifier.temperature, 5),
+                        "examples": len(route.classifier.labels),
+                    },
+                    "router": None
+                    if config.router is None
+                    else {
+                        "file": config.router.file,
+                        "loaded": route.learned is not None,
+                        "threshold": route.learned_threshold,
+                    },
+                    "rules": [r.name or f"rule{i}" for i, r in enumerate(config.rules)],
+                    "bandit": {
+                        "enabled": config.bandit.enabled,
+                        "exploration": config.bandit.exploration,
+                        "posteriors": route.bandit.snapshot(),
+                    },
+                    "cache": {"hits": cache.hits, "misses": cache.misses},
+                }
+            )
+        return out
+
     # -- learning ----------------------------------------------------------------------------
     def learn(self, row: FeedbackRow, previous: FeedbackRow | None = None) -> bool:
         """Apply one feedback score to its route's bandit (replacing ``previous`` on the same

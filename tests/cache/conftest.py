@@ -67,13 +67,14 @@ def cache_config(fake_openai: FakeUpstream, fake_anthropic: FakeUpstream, cache:
 @pytest.fixture(scope="module")
 def cached_gateway_factory(
     fake_openai: FakeUpstream, fake_anthropic: FakeUpstream
-) -> Iterator[Callable[[str], GatewayServer]]:
+) -> Iterator[Callable[..., GatewayServer]]:
     from tests.fakes.config import ENVIRON
 
     started: list[GatewayServer] = []
 
-    def start(cache_lines: str = "") -> GatewayServer:
-        server = GatewayServer(cache_config(fake_openai, fake_anthropic, cache_lines), ENVIRON).start()
+    def start(cache_lines: str = "", environ: dict[str, str] | None = None) -> GatewayServer:
+        text = cache_config(fake_openai, fake_anthropic, cache_lines)
+        server = GatewayServer(text, {**ENVIRON, **(environ or {})}).start()
         started.append(server)
         return server
 
@@ -83,7 +84,7 @@ def cached_gateway_factory(
 
 
 @pytest.fixture(scope="module")
-def cached_gateway(cached_gateway_factory: Callable[[str], GatewayServer]) -> GatewayServer:
+def cached_gateway(cached_gateway_factory: Callable[..., GatewayServer]) -> GatewayServer:
     return cached_gateway_factory("")
 
 

@@ -212,9 +212,11 @@ def chat(
 
 def _register_admin_commands() -> None:
     from modelyard.cli_admin import keys_app, spend
+    from modelyard.cli_router import router_app
     from modelyard.cli_top import top
 
     app.add_typer(keys_app, name="keys")
+    app.add_typer(router_app, name="router")
     app.command("spend")(spend)
     app.command("top")(top)
 

@@ -1,0 +1,274 @@
+"""Train a strong-vs-weak router from quality labels and prompt embeddings (scikit-learn, offline).
+
+The router estimates g(x) = E[strong score - weak score | prompt x], the quality gained by
+sending x to the strong model; sorting prompts by g is the best possible routing order. Three
+components each estimate g, and a blend learnt by *inner cross-fitting* combines them:
+
+1. ``linear``: two L2-regularised logistic regressions over [MiniLM embedding, scaled length
+   features], for P(strong right) and P(weak right) (soft labels in [0, 1] are fitted exactly by
+   weighting each prompt once as right and once as wrong); g = difference.
+2. ``clusters``: k-means (``clusters`` centroids) over the embeddings; each cluster's g is its
+   training prompts' mean gain shrunk towards the overall mean by ``shrinkage`` pseudo-prompts.
+   This recovers most of MMLU's per-subject prior without subject labels.
+3. ``knn`` (off unless ``knn_k`` > 0): the mean gain of the ``knn_k`` most similar training
+   prompts. It stores every training embedding in the router file (≈1.5 kB a prompt).
+
+The blend is a least-squares fit of the observed gain on the components' out-of-fold estimates
+(``inner_folds`` folds), so no component is weighted by how well it memorised its own training
+data. Calibration thresholds (score for each share of strong calls) come from the same
+out-of-fold blended scores. All randomness is seeded; the same inputs give the same file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from modelyard.routing.smart.learned.data import LabelSet
+from modelyard.routing.smart.learned.features import (
+    EMBEDDING_DIMENSIONS,
+    EMBEDDING_MODEL_ID,
+    LENGTH_FEATURES,
+    length_matrix,
+)
+from modelyard.routing.smart.learned.fileformat import FORMAT, FORMAT_VERSION, encode_array
+
+__all__ = ["TrainConfig", "fold_ids", "train_router"]
+
+FloatArray = npt.NDArray[np.float64]
+Step = Callable[[str], None]
+
+
+@dataclass(frozen=True, slots=True)
+class TrainConfig:
+    """Hyper-parameters of :func:`train_router` (defaults fixed on one MMLU fold split; see docs)."""
+
+    linear_c: float = 0.5
+    """Inverse L2 strength of the logistic heads (scikit-learn's ``C``)."""
+    clusters: int = 100
+    """k-means centroids; 0 disables the cluster component."""
+    shrinkage: float = 10.0
+    """Pseudo-prompts pulling each cluster's gain towards the overall mean."""
+    knn_k: int = 0
+    """Neighbours of the kNN component; 0 (default) leaves it out of the file."""
+    inner_folds: int = 5
+    """Folds of the inner cross-fit that learns the blend and the calibration."""
+    seed: int = 0
+
+
+def fold_ids(prompts: list[str], folds: int, seed: int) -> npt.NDArray[np.int64]:
+    """A fold per prompt; exact-duplicate prompts share a fold, so none is tested on its twin."""
+    unique: dict[str, int] = {}
+    group = np.asarray([unique.setdefault(p, len(unique)) for p in prompts], dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    per_group = rng.permutation(len(unique)) % folds
+    return np.asarray(per_group[group], dtype=np.int64)
+
+
+@dataclass
+class _Fitted:
+    length_mean: FloatArray
+    length_scale: FloatArray
+    linear_w: FloatArray | None = None
+    linear_b: FloatArray | None = None
+    centroids: npt.NDArray[np.float32] | None = None
+    cluster_gain: FloatArray | None = None
+    bank: npt.NDArray[np.float32] | None = None
+    bank_gain: FloatArray | None = None
+
+    def names(self) -> list[str]:
+        out = []
+        if self.linear_w is not None:
+            out.append("linear")
+        if self.centroids is not None:
+            out.append("clusters")
+        if self.bank is not None:
+            out.append("knn")
+        return out
+
+
+def _soft_logistic(x: FloatArray, y: FloatArray, c: float) -> tuple[FloatArray, float]:
+    """Logistic regression on soft labels y in [0, 1]: each row once as 1 (weight y), once as 0."""
+    from sklearn.linear_model import LogisticRegression  # type: ignore[import-untyped]
+
+    if np.all(y == y[0]):  # one class only: a constant model
+        p = float(np.clip(y[0], 1e-4, 1 - 1e-4))
+        return np.zeros(x.shape[1]), float(np.log(p / (1 - p)))
+    model = LogisticRegression(C=c, max_iter=3000, tol=1e-5)
+    model.fit(np.vstack([x, x]), np.r_[np.ones(len(y)), np.zeros(len(y))], sample_weight=np.r_[y, 1.0 - y])
+    return np.asarray(model.coef_[0], dtype=np.float64), float(model.intercept_[0])
+
+
+def _fit(
+    embeddings: npt.NDArray[np.float32],
+    lengths: FloatArray,
+    strong: FloatArray,
+    weak: FloatArray,
+    cfg: TrainConfig,
+) -> _Fitted:
+    mean = lengths.mean(axis=0)
+    scale = lengths.std(axis=0)
+    scale[scale < 1e-9] = 1.0
+    fitted = _Fitted(length_mean=mean, length_scale=scale)
+    gain = strong - weak
+    x = np.hstack([embeddings.astype(np.float64), (lengths - mean) / scale])
+    ws, bs = _soft_logistic(x, strong, cfg.linear_c)
+    ww, bw = _soft_logistic(x, weak, cfg.linear_c)
+    fitted.linear_w = np.vstack([ws, ww])
+    fitted.linear_b = np.asarray([bs, bw])
+    k = min(cfg.clusters, len(embeddings) // 5)
+    if k >= 2:
+        from sklearn.cluster import KMeans  # type: ignore[import-untyped]
+
+        km = KMeans(n_clusters=k, n_init=1, random_state=cfg.seed).fit(embeddings)
+        centroids = km.cluster_centers_.astype(np.float32)
+        centroids /= np.clip(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12, None)
+        fitted.centroids = centroids
+        label = np.argmax(embeddings @ centroids.T, axis=1)  # the runtime's own assignment rule
+        sums = np.bincount(label, gain, minlength=k)
+        counts = np.bincount(label, minlength=k)
+        fitted.cluster_gain = (sums + cfg.shrinkage * gain.mean()) / (counts + cfg.shrinkage)
+    if cfg.knn_k > 0:
+        fitted.bank = embeddings.astype(np.float32)
+        fitted.bank_gain = gain.astype(np.float64)
+    return fitted
+
+
+def component_gains(
+    fitted: _Fitted, embeddings: npt.NDArray[np.float32], lengths: FloatArray, knn_k: int
+) -> FloatArray:
+    """(n, components) gain estimates, the batch form of the runtime's arithmetic."""
+    columns = []
+    if fitted.linear_w is not None and fitted.linear_b is not None:
+        x = np.hstack([embeddings.astype(np.float64), (lengths - fitted.length_mean) / fitted.length_scale])
+        p = 0.5 * (1.0 + np.tanh(0.5 * (x @ fitted.linear_w.T + fitted.linear_b)))
+        columns.append(p[:, 0] - p[:, 1])
+    if fitted.centroids is not None and fitted.cluster_gain is not None:
+        columns.append(fitted.cluster_gain[np.argmax(embeddings @ fitted.centroids.T, axis=1)])
+    if fitted.bank is not None and fitted.bank_gain is not None:
+        out = np.empty(len(embeddings))
+        k = min(knn_k, len(fitted.bank))
+        for start in range(0, len(embeddings), 512):
+            sims = embeddings[start : start + 512] @ fitted.bank.T
+            nearest = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+            out[start : start + 512] = fitted.bank_gain[nearest].mean(axis=1)
+        columns.append(out)
+    return np.column_stack(columns)
+
+
+def _blend(features: FloatArray, gain: FloatArray) -> tuple[FloatArray, float]:
+    """Least squares of the gain on the components, weights kept non-negative (NNLS on centred data)."""
+    from scipy.optimize import nnls  # type: ignore[import-untyped]
+
+    mean_x = features.mean(axis=0)
+    mean_y = float(gain.mean())
+    weights, _ = nnls(features - mean_x, gain - mean_y)
+    if not np.any(weights > 0):
+        weights = np.full(features.shape[1], 1.0 / features.shape[1])
+    return weights, mean_y - float(mean_x @ weights)
+
+
+def _calibration(scores: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """Score thresholds that send share 0.00, 0.01, ..., 1.00 of these prompts to the strong model."""
+    shares = np.linspace(0.0, 1.0, 101)
+    ordered = np.sort(scores)[::-1]
+    thresholds = np.empty_like(shares)
+    for i, share in enumerate(shares):
+        k = round(share * len(ordered))
+        if k == 0:
+            thresholds[i] = float(np.nextafter(ordered[0], np.inf))  # above every score: no strong call
+        else:
+            thresholds[i] = float(ordered[k - 1])
+    thresholds[-1] = min(thresholds[-1], 0.0)  # share 1: every score passes
+    return shares, thresholds
+
+
+def train_router(
+    labels: LabelSet,
+    embeddings: npt.NDArray[np.float32],
+    strong: str,
+    weak: str,
+    config: TrainConfig = TrainConfig(),
+    *,
+    step: Step | None = None,
+) -> dict[str, Any]:
+    """The router file document (see :mod:`.fileformat`) for ``strong`` vs ``weak`` on ``labels``."""
+    if embeddings.shape != (len(labels), EMBEDDING_DIMENSIONS):
+        raise ValueError(
+            f"expected ({len(labels)}, {EMBEDDING_DIMENSIONS}) embeddings, got {embeddings.shape}"
+        )
+    note = step or (lambda _message: None)
+    s, w = labels.scores[strong], labels.scores[weak]
+    lengths = length_matrix(labels.prompts)
+    gain = s - w
+    folds = fold_ids(labels.prompts, max(2, min(config.inner_folds, len(labels))), config.seed)
+    out_of_fold: FloatArray | None = None
+    for fold in range(int(folds.max()) + 1):
+        note(f"inner fold {fold + 1}/{int(folds.max()) + 1}")
+        train, test = folds != fold, folds == fold
+        if not test.any() or not train.any():
+            continue
+        fitted = _fit(embeddings[train], lengths[train], s[train], w[train], config)
+        part = component_gains(fitted, embeddings[test], lengths[test], config.knn_k)
+        if out_of_fold is None:
+            out_of_fold = np.zeros((len(labels), part.shape[1]))
+        out_of_fold[test] = part
+    assert out_of_fold is not None
+    note("final fit on all prompts")
+    fitted = _fit(embeddings, lengths, s, w, config)
+    names = fitted.names()
+    weights, bias = _blend(out_of_fold[:, : len(names)], gain)
+    oof_gain = np.clip(out_of_fold[:, : len(names)] @ weights + bias, -1.0, 1.0)
+    shares, thresholds = _calibration((1.0 + oof_gain) / 2.0)
+    components: dict[str, Any] = {}
+    if fitted.linear_w is not None and fitted.linear_b is not None:
+        components["linear"] = {
+            "weights": encode_array(fitted.linear_w),
+            "bias": encode_array(fitted.linear_b),
+        }
+    if fitted.centroids is not None and fitted.cluster_gain is not None:
+        components["clusters"] = {
+            "centroids": encode_array(fitted.centroids),
+            "gains": encode_array(fitted.cluster_gain),
+        }
+    if fitted.bank is not None and fitted.bank_gain is not None:
+        components["knn"] = {
+            "bank": encode_array(fitted.bank, "float16"),
+            "gains": encode_array(fitted.bank_gain),
+            "k": config.knn_k,
+        }
+    from modelyard import __version__
+
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "strong": strong,
+        "weak": weak,
+        "embedding": {"model": EMBEDDING_MODEL_ID, "dimensions": EMBEDDING_DIMENSIONS},
+        "features": {
+            "length": list(LENGTH_FEATURES),
+            "length_mean": encode_array(fitted.length_mean, "float64"),
+            "length_scale": encode_array(fitted.length_scale, "float64"),
+        },
+        "components": components,
+        "blend": {"components": names, "weights": encode_array(weights, "float64"), "bias": bias},
+        "calibration": {
+            "strong_share": encode_array(shares, "float64"),
+            "threshold": encode_array(thresholds, "float64"),
+        },
+        "training": {
+            "data": labels.source,
+            "data_fingerprint": labels.fingerprint(),
+            "prompts": len(labels),
+            "dropped_contaminated": labels.dropped_contaminated,
+            "strong_mean_score": float(s.mean()),
+            "weak_mean_score": float(w.mean()),
+            "config": asdict(config),
+            "blend_weights": dict(zip(names, [float(x) for x in weights], strict=True)),
+            "modelyard_version": __version__,
+        },
+    }

@@ -6,7 +6,13 @@ from __future__ import annotations
 
 import asyncio
 
-from modelyard.conversations.model import ConversationRecord, ConversationScope, Owner, StoredResponse
+from modelyard.conversations.model import (
+    ConversationRecord,
+    ConversationScope,
+    Owner,
+    StoredResponse,
+    TurnOptions,
+)
 from modelyard.store.base import Store
 from tests.store._support import Backend, run_sync
 
@@ -41,9 +47,7 @@ def test_create_append_trim_and_delete(backend: Backend) -> None:
             ok = await store.append_conversation(
                 "c1",
                 [_user(f"q{turn}"), {"role": "assistant", "content": f"a{turn}"}],
-                system="sys" if turn == 1 else None,
-                now=100.0 + turn,
-                max_turns=3,
+                TurnOptions(now=100.0 + turn, max_turns=3, system="sys" if turn == 1 else None),
             )
             assert ok
         loaded = await store.load_conversation("c1")
@@ -55,7 +59,7 @@ def test_create_append_trim_and_delete(backend: Backend) -> None:
         assert await store.delete_conversation("c1")
         assert await store.load_conversation("c1") is None
         assert not await store.delete_conversation("c1")
-        assert not await store.append_conversation("c1", [_user("x")], system=None, now=1.0, max_turns=3)
+        assert not await store.append_conversation("c1", [_user("x")], TurnOptions(now=1.0, max_turns=3))
 
     _run(backend, check)
 
@@ -68,9 +72,7 @@ def test_concurrent_appends_keep_every_turn_whole(backend: Backend) -> None:
             await store.append_conversation(
                 "busy",
                 [_user(f"q{n}"), {"role": "assistant", "content": f"a{n}"}],
-                system=None,
-                now=2.0,
-                max_turns=100,
+                TurnOptions(now=2.0, max_turns=100),
             )
 
         await asyncio.gather(*(turn(n) for n in range(20)))
@@ -127,5 +129,22 @@ def test_response_chains(backend: Backend) -> None:
         assert [r.id for r in await store.response_chain("r4", 10)] == ["r4", "r3"]
         assert await store.response_chain("nope", 10) == []
         assert not await store.delete_response("r2")
+
+    _run(backend, check)
+
+
+def test_first_turn_creates_and_a_foreign_owner_blocks(backend: Backend) -> None:
+    async def check(store: Store) -> None:
+        alice_only = ConversationScope(key_ids=("key-a",))
+        first = TurnOptions(now=5.0, max_turns=10, system="s", create_for=ALICE, scope=alice_only)
+        assert await store.append_conversation("new", [_user("hi")], first)
+        loaded = await store.load_conversation("new")
+        assert loaded is not None and loaded[0].owner == ALICE and loaded[0].turns == 1
+        assert loaded[0].system == "s" and [i.message for i in loaded[1]] == [_user("hi")]
+        # Bob's first turn on the same id (a race he lost): nothing is written.
+        bob = TurnOptions(now=6.0, max_turns=10, create_for=BOB, scope=ConversationScope(key_ids=("key-b",)))
+        assert not await store.append_conversation("new", [_user("mine now")], bob)
+        loaded = await store.load_conversation("new")
+        assert loaded is not None and loaded[0].owner == ALICE and len(loaded[1]) == 1
 
     _run(backend, check)

@@ -68,6 +68,21 @@ class ConversationItem:
 
 
 @dataclass(frozen=True, slots=True)
+class TurnOptions:
+    """How one turn is appended (see :meth:`modelyard.store.base.Store.append_conversation`)."""
+
+    now: float
+    max_turns: int
+    """Turns kept: older ones are dropped by this append."""
+    system: str | None = None
+    """A new system prompt for the conversation (None: keep the stored one)."""
+    create_for: Owner | None = None
+    """Create the conversation, owned by this, if it does not exist (its first turn)."""
+    scope: ConversationScope | None = None
+    """Append only if the stored owner is within this scope (else nothing is written)."""
+
+
+@dataclass(frozen=True, slots=True)
 class StoredResponse:
     """One ``/v1/responses`` answer kept for ``previous_response_id`` and ``GET /v1/responses/{id}``."""
 
@@ -91,4 +106,5 @@ __all__ = [
     "JSONDict",
     "Owner",
     "StoredResponse",
+    "TurnOptions",
 ]

@@ -35,6 +35,7 @@ from modelyard.conversations.model import (
     JSONDict,
     Owner,
     StoredResponse,
+    TurnOptions,
 )
 from modelyard.conversations.neutral import answer_of_json, expanded_body, new_turn
 from modelyard.conversations.retention import ConversationPurger
@@ -89,6 +90,9 @@ class PendingTurn:
     client: WireProtocol
     system: str | None
     messages: list[JSONDict]
+    create_for: Owner | None
+    """The caller, when the conversation is new: it is created with the first turn."""
+    scope: ConversationScope
 
 
 class ConversationService:
@@ -131,25 +135,23 @@ class ConversationService:
             )
         return check_id(in_body if in_body is not None else in_header, CONVERSATION_FIELD)
 
-    async def open(self, conversation_id: str, principal: Any) -> tuple[ConversationRecord, list[JSONDict]]:
-        """The conversation (created for ``principal`` when new) and its history; 404 when the
-        caller may not use it."""
+    async def open(
+        self, conversation_id: str, principal: Any
+    ) -> tuple[ConversationRecord | None, list[JSONDict]]:
+        """The conversation (None: new) and its history; 404 when the caller may not use it.
+
+        A new conversation is not written yet: its first turn creates it, owned by the caller
+        (so an answer that fails leaves nothing behind)."""
         loaded = await self.store.load_conversation(conversation_id)
         if loaded is None:
-            now = self._clock()
-            record = await self.store.create_conversation(
-                ConversationRecord(conversation_id, owner_of(principal), now, now)
-            )
-            items: list[JSONDict] = []
-        else:
-            record, stored = loaded
-            items = [item.message for item in stored]
+            return None, []
+        record, stored = loaded
         if not scope_of(principal).allows(record.owner):
             raise NotFoundError(
                 f"conversation {conversation_id!r} not found; a new id starts a new conversation",
                 param=CONVERSATION_FIELD,
             )
-        return record, items
+        return record, [item.message for item in stored]
 
     async def expand(self, client: WireProtocol, body: JSONDict, ctx: Any) -> JSONDict:
         """``body`` with its conversation's history (unchanged when it names none)."""
@@ -160,8 +162,16 @@ class ConversationService:
             return body
         record, history = await self.open(conversation_id, ctx.principal)
         system, messages = new_turn(client, body)
-        ctx.conversation = PendingTurn(conversation_id, client, system, messages)
-        return expanded_body(client, body, system if system is not None else record.system, history)
+        ctx.conversation = PendingTurn(
+            conversation_id,
+            client,
+            system,
+            messages,
+            create_for=owner_of(ctx.principal) if record is None else None,
+            scope=scope_of(ctx.principal),
+        )
+        stored_system = record.system if record is not None else None
+        return expanded_body(client, body, system if system is not None else stored_system, history)
 
     async def record_answer(self, ctx: Any, raw: bytes) -> None:
         """Append the turn of a plain (non-streamed) answer; call before sending it."""
@@ -188,13 +198,14 @@ class ConversationService:
         messages = [*pending.messages, answer]
         for attempt in range(APPEND_ATTEMPTS):
             try:
-                stored = await self.store.append_conversation(
-                    pending.conversation_id,
-                    messages,
-                    system=pending.system,
+                options = TurnOptions(
                     now=self._clock(),
                     max_turns=self.config.max_turns,
+                    system=pending.system,
+                    create_for=pending.create_for,
+                    scope=pending.scope,
                 )
+                stored = await self.store.append_conversation(pending.conversation_id, messages, options)
             except Exception as exc:
                 if attempt + 1 < APPEND_ATTEMPTS:
                     await asyncio.sleep(0.05 * (attempt + 1))
@@ -207,8 +218,10 @@ class ConversationService:
                 )
                 return
             if not stored:
-                log.info(
-                    "conversation %s was deleted while answering; turn not stored", pending.conversation_id
+                log.warning(
+                    "conversation %s was deleted (or its new id taken by another key) while answering; "
+                    "turn not stored",
+                    pending.conversation_id,
                 )
             return
 

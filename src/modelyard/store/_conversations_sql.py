@@ -28,6 +28,7 @@ from modelyard.conversations.model import (
     JSONDict,
     Owner,
     StoredResponse,
+    TurnOptions,
 )
 
 MIGRATION_NAME = "0004_conversations"
@@ -152,9 +153,11 @@ class Statements:
         )
         conv_cols, resp_cols = ", ".join(CONVERSATION_COLUMNS), ", ".join(RESPONSE_COLUMNS)
         self.select_conv = f"SELECT {conv_cols} FROM {self.t_conv} WHERE id = {p(1)}"
-        self.select_items = (
-            f"SELECT seq, turn, message, created_at FROM {self.t_items} "
-            f"WHERE conversation_id = {p(1)} ORDER BY seq"
+        # The conversation and its messages in one statement: one round trip, one snapshot.
+        self.load = (
+            f"SELECT {', '.join('c.' + col for col in CONVERSATION_COLUMNS)}, "
+            f"i.seq, i.turn, i.message, i.created_at FROM {self.t_conv} c "
+            f"LEFT JOIN {self.t_items} i ON i.conversation_id = c.id WHERE c.id = {p(1)} ORDER BY i.seq"
         )
         self.insert_conv = (
             f"INSERT INTO {self.t_conv} ({conv_cols}) "
@@ -227,6 +230,18 @@ class Statements:
         return sql, params
 
 
+def _loaded(rows: Sequence[Sequence[Any]]) -> tuple[ConversationRecord, list[ConversationItem]] | None:
+    if not rows:
+        return None
+    n = len(CONVERSATION_COLUMNS)
+    items = [
+        ConversationItem(int(r[n]), int(r[n + 1]), orjson.loads(r[n + 2]), float(r[n + 3]))
+        for r in rows
+        if r[n] is not None
+    ]
+    return conversation_from_row(rows[0][:n]), items
+
+
 def _item_rows(
     conversation_id: str, first_seq: int, turn: int, messages: Sequence[JSONDict], now: float
 ) -> list[tuple[Any, ...]]:
@@ -243,14 +258,7 @@ SQLITE_MIGRATION = (MIGRATION_NAME, migration("", "REAL", "INTEGER"))
 def sqlite_load(
     conversation_id: str, conn: sqlite3.Connection
 ) -> tuple[ConversationRecord, list[ConversationItem]] | None:
-    row = conn.execute(SQLITE.select_conv, (conversation_id,)).fetchone()
-    if row is None:
-        return None
-    items = [
-        ConversationItem(seq, turn, orjson.loads(message), created_at)
-        for seq, turn, message, created_at in conn.execute(SQLITE.select_items, (conversation_id,))
-    ]
-    return conversation_from_row(row), items
+    return _loaded(conn.execute(SQLITE.load, (conversation_id,)).fetchall())
 
 
 def sqlite_create(record: ConversationRecord, conn: sqlite3.Connection) -> ConversationRecord:
@@ -261,19 +269,26 @@ def sqlite_create(record: ConversationRecord, conn: sqlite3.Connection) -> Conve
 def sqlite_append(
     conversation_id: str,
     messages: Sequence[JSONDict],
-    system: str | None,
-    now: float,
-    max_turns: int,
+    turn_options: TurnOptions,
     conn: sqlite3.Connection,
 ) -> bool:
+    o = turn_options
+    if o.create_for is not None:
+        conn.execute(
+            SQLITE.insert_conv,
+            conversation_to_row(ConversationRecord(conversation_id, o.create_for, o.now, o.now)),
+        )
     row = conn.execute(SQLITE.select_conv, (conversation_id,)).fetchone()
     if row is None:
         return False  # deleted meanwhile
-    turn = int(row[7]) + 1
+    record = conversation_from_row(row)
+    if o.scope is not None and not o.scope.allows(record.owner):
+        return False  # someone else took the id meanwhile
+    turn = record.turns + 1
     (last,) = conn.execute(SQLITE.max_seq, (conversation_id,)).fetchone()
-    conn.executemany(SQLITE.insert_item, _item_rows(conversation_id, int(last) + 1, turn, messages, now))
-    conn.execute(SQLITE.update_conv, (turn, now, system, conversation_id))
-    conn.execute(SQLITE.trim_items, (conversation_id, turn - max_turns))
+    conn.executemany(SQLITE.insert_item, _item_rows(conversation_id, int(last) + 1, turn, messages, o.now))
+    conn.execute(SQLITE.update_conv, (turn, o.now, o.system, conversation_id))
+    conn.execute(SQLITE.trim_items, (conversation_id, turn - o.max_turns))
     return True
 
 
@@ -327,13 +342,8 @@ class PostgresConversations:
     async def load(
         self, pool: asyncpg.Pool, conversation_id: str
     ) -> tuple[ConversationRecord, list[ConversationItem]] | None:
-        async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-            row = await conn.fetchrow(self.sql.select_conv, conversation_id)
-            if row is None:
-                return None
-            rows = await conn.fetch(self.sql.select_items, conversation_id)
-        items = [ConversationItem(r[0], r[1], orjson.loads(r[2]), r[3]) for r in rows]
-        return conversation_from_row(tuple(row)), items
+        rows = await pool.fetch(self.sql.load, conversation_id)
+        return _loaded([tuple(row) for row in rows])
 
     async def create(self, pool: asyncpg.Pool, record: ConversationRecord) -> ConversationRecord:
         async with pool.acquire() as conn:
@@ -343,26 +353,29 @@ class PostgresConversations:
         return conversation_from_row(tuple(row))
 
     async def append(
-        self,
-        pool: asyncpg.Pool,
-        conversation_id: str,
-        messages: Sequence[JSONDict],
-        system: str | None,
-        now: float,
-        max_turns: int,
+        self, pool: asyncpg.Pool, conversation_id: str, messages: Sequence[JSONDict], o: TurnOptions
     ) -> bool:
         async with pool.acquire() as conn, conn.transaction():
+            # History, not money: a PostgreSQL crash may lose the last fraction of a second of turns
+            # (never corrupt them), and the turn does not wait for a WAL flush before the answer.
+            await conn.execute("SET LOCAL synchronous_commit TO OFF")
+            if o.create_for is not None:
+                record = ConversationRecord(conversation_id, o.create_for, o.now, o.now)
+                await conn.execute(self.sql.insert_conv, *conversation_to_row(record))
             # The row lock orders concurrent appends to one conversation.
             row = await conn.fetchrow(self.sql.select_conv + " FOR UPDATE", conversation_id)
             if row is None:
                 return False
-            turn = int(row[7]) + 1
+            stored = conversation_from_row(tuple(row))
+            if o.scope is not None and not o.scope.allows(stored.owner):
+                return False
+            turn = stored.turns + 1
             last = await conn.fetchval(self.sql.max_seq, conversation_id)
             await conn.executemany(
-                self.sql.insert_item, _item_rows(conversation_id, int(last) + 1, turn, messages, now)
+                self.sql.insert_item, _item_rows(conversation_id, int(last) + 1, turn, messages, o.now)
             )
-            await conn.execute(self.sql.update_conv, turn, now, system, conversation_id)
-            await conn.execute(self.sql.trim_items, conversation_id, turn - max_turns)
+            await conn.execute(self.sql.update_conv, turn, o.now, o.system, conversation_id)
+            await conn.execute(self.sql.trim_items, conversation_id, turn - o.max_turns)
         return True
 
     async def list_for(

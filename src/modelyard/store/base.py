@@ -28,6 +28,7 @@ from modelyard.conversations.model import (
     ConversationScope,
     JSONDict,
     StoredResponse,
+    TurnOptions,
 )
 from modelyard.store._feedback_sql import DecisionRow, FeedbackRow
 from modelyard.store.requestlog import RequestQuery, RequestRow, RollupQuery, Visibility
@@ -294,16 +295,11 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def append_conversation(
-        self,
-        conversation_id: str,
-        messages: Sequence[JSONDict],
-        *,
-        system: str | None,
-        now: float,
-        max_turns: int,
+        self, conversation_id: str, messages: Sequence[JSONDict], options: TurnOptions
     ) -> bool:
-        """Append one turn atomically (and drop turns older than the newest ``max_turns``);
-        False if the conversation no longer exists."""
+        """Append one turn atomically (and drop turns older than the newest ``max_turns``),
+        creating the conversation first if ``options.create_for`` says so; False, writing nothing,
+        if it does not exist or its owner is outside ``options.scope``."""
 
     @abc.abstractmethod
     async def list_conversations(

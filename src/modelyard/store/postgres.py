@@ -25,6 +25,7 @@ from modelyard.conversations.model import (
     ConversationScope,
     JSONDict,
     StoredResponse,
+    TurnOptions,
 )
 from modelyard.store import _conversations_sql, _feedback_sql, _requestlog_postgres, _sql
 from modelyard.store._batch import BatchingStore, CommitResult
@@ -471,17 +472,9 @@ class PostgresStore(BatchingStore):
         return await self._conversations.create(self._require_pool(), record)
 
     async def append_conversation(
-        self,
-        conversation_id: str,
-        messages: Sequence[JSONDict],
-        *,
-        system: str | None,
-        now: float,
-        max_turns: int,
+        self, conversation_id: str, messages: Sequence[JSONDict], options: TurnOptions
     ) -> bool:
-        return await self._conversations.append(
-            self._require_pool(), conversation_id, messages, system, now, max_turns
-        )
+        return await self._conversations.append(self._require_pool(), conversation_id, messages, options)
 
     async def list_conversations(
         self, scope: ConversationScope, *, limit: int = 100, before: float | None = None

@@ -28,6 +28,7 @@ from modelyard.conversations.model import (
     ConversationScope,
     JSONDict,
     StoredResponse,
+    TurnOptions,
 )
 from modelyard.store import _conversations_sql, _feedback_sql, _requestlog_sql, _requestlog_sqlite, _sql
 from modelyard.store._batch import BatchingStore, CommitResult
@@ -516,15 +517,9 @@ class SqliteStore(BatchingStore):
         return await self._in_writer(self._write(partial(_conversations_sql.sqlite_create, record)))
 
     async def append_conversation(
-        self,
-        conversation_id: str,
-        messages: Sequence[JSONDict],
-        *,
-        system: str | None,
-        now: float,
-        max_turns: int,
+        self, conversation_id: str, messages: Sequence[JSONDict], options: TurnOptions
     ) -> bool:
-        work = partial(_conversations_sql.sqlite_append, conversation_id, messages, system, now, max_turns)
+        work = partial(_conversations_sql.sqlite_append, conversation_id, messages, options)
         return await self._in_writer(self._write(work))
 
     async def list_conversations(

@@ -34,7 +34,7 @@ from modelyard.api.asgi import (
     send_json,
 )
 from modelyard.api.errors import error_headers, error_payload
-from modelyard.api.openapi import gateway_document
+from modelyard.api.openapi import Limits, gateway_document
 from modelyard.config.load import RuntimeConfig
 from modelyard.conversations import admin as conversations_admin
 from modelyard.dashboard import requests_api, serve_ui
@@ -164,7 +164,9 @@ class ModelyardApp:
                 await self._metrics(state, method, headers, send)
                 return
             if path == "/openapi.json" and method == "GET":
-                document = orjson.dumps(gateway_document(state.registry))
+                server = state.config.server
+                limits = Limits(server.max_messages, server.max_output_tokens)
+                document = orjson.dumps(gateway_document(state.registry, limits))
                 await send_bytes(send, 200, document, ctx.response_headers(b"application/json"))
                 return
             if path == "/ui" or path.startswith("/ui/"):

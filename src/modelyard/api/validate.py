@@ -48,6 +48,11 @@ def _type_name(value: Any) -> str:
     )
 
 
+def _one_of(value: Any, names: frozenset[str]) -> bool:
+    """``value in names`` for any JSON value (a list or object as a key would raise TypeError)."""
+    return isinstance(value, str) and value in names
+
+
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -126,7 +131,7 @@ def check_openai_chat(body: dict[str, Any], *, max_messages: int, max_output_tok
         if not isinstance(message, dict):
             raise _fail(f"'{where}' must be an object with 'role' and 'content'", where)
         role = message.get("role")
-        if role not in OPENAI_ROLES:
+        if not isinstance(role, str) or role not in OPENAI_ROLES:  # (a dict is unhashable: no `in`)
             raise _fail(
                 f"'{where}.role' must be one of {', '.join(sorted(OPENAI_ROLES))}; got {role!r}",
                 f"{where}.role",
@@ -138,7 +143,7 @@ def check_openai_chat(body: dict[str, Any], *, max_messages: int, max_output_tok
                 raise _fail(f"'{where}.content' is required for a {role} message", f"{where}.content")
         elif isinstance(content, list):
             for j, part in enumerate(content):
-                if not isinstance(part, dict) or part.get("type") not in OPENAI_PART_TYPES:
+                if not isinstance(part, dict) or not _one_of(part.get("type"), OPENAI_PART_TYPES):
                     raise _fail(
                         f"'{where}.content[{j}]' must be a content part with type one of "
                         f"{', '.join(sorted(OPENAI_PART_TYPES))}",
@@ -246,7 +251,7 @@ def check_anthropic_messages(
         content = message.get("content")
         if isinstance(content, list):
             for j, block in enumerate(content):
-                if not isinstance(block, dict) or block.get("type") not in ANTHROPIC_BLOCK_TYPES:
+                if not isinstance(block, dict) or not _one_of(block.get("type"), ANTHROPIC_BLOCK_TYPES):
                     got = block.get("type") if isinstance(block, dict) else _type_name(block)
                     raise _fail(
                         f"{where}.content.{j}: unknown content block type {got!r}", f"{where}.content.{j}"

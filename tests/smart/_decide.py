@@ -63,7 +63,7 @@ async def _main(config_path: Path, prompts_path: Path) -> None:
     smart, store = build(config_path, config_path.parent / "decide-child.db")
     await store.open()
     try:
-        prompts = orjson.loads(prompts_path.read_bytes())
+        prompts = orjson.loads(await asyncio.to_thread(prompts_path.read_bytes))
         for decision in await decide_all(smart, "auto", prompts):
             sys.stdout.write(f"{decision.model} {decision.reason} {decision.detail}\n")
     finally:

@@ -42,9 +42,13 @@ def test_auto_answers_through_the_openai_sdk_with_its_decision_in_a_header(
         assert raw.headers["x-modelyard-decision"] == "auto -> cloud-mini; reason=target; q=0.85/target=0.8"
         assert raw.headers["x-modelyard-deployment"] == "openai/rec-text"
         tagged = client.chat.completions.with_raw_response.create(
-            model="auto", messages=HELLO, extra_headers={"x-modelyard-tags": "confidential"}  # type: ignore[arg-type]
+            model="auto",
+            messages=HELLO,
+            extra_headers={"x-modelyard-tags": "confidential"},  # type: ignore[arg-type]
         )
-        assert tagged.headers["x-modelyard-decision"].startswith("auto -> local-small; reason=best+rule:confidential")
+        assert tagged.headers["x-modelyard-decision"].startswith(
+            "auto -> local-small; reason=best+rule:confidential"
+        )
         stream = client.chat.completions.create(model="auto", messages=HELLO, stream=True)  # type: ignore[arg-type]
         assert "Paris" in "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
 
@@ -52,11 +56,17 @@ def test_auto_answers_through_the_openai_sdk_with_its_decision_in_a_header(
 def test_auto_answers_through_the_anthropic_sdk(smart_gateway: GatewayServer) -> None:
     with anthropic.Anthropic(base_url=smart_gateway.url, api_key=MASTER_KEY, max_retries=0) as client:
         raw = client.messages.with_raw_response.create(
-            model="auto", max_tokens=50, messages=[{"role": "user", "content": "My SSN is 078-05-1120, file it"}]
+            model="auto",
+            max_tokens=50,
+            messages=[{"role": "user", "content": "My SSN is 078-05-1120, file it"}],
         )
         message = raw.parse()
-        assert message.content[0].type == "text" and "078-05-1120" in message.content[0].text  # echoed locally
-        assert raw.headers["x-modelyard-decision"].startswith("auto -> local-small; reason=best+rule:personal-data")
+        assert (
+            message.content[0].type == "text" and "078-05-1120" in message.content[0].text
+        )  # echoed locally
+        assert raw.headers["x-modelyard-decision"].startswith(
+            "auto -> local-small; reason=best+rule:personal-data"
+        )
         assert "rules=personal-data(ssn)" in raw.headers["x-modelyard-decision"]
         with pytest.raises(anthropic.PermissionDeniedError) as refused:
             client.messages.create(
@@ -82,7 +92,8 @@ def test_decisions_are_counted_in_metrics_and_in_the_request_log(http: httpx.Cli
 
 def test_feedback_is_stored_learned_from_and_can_be_replaced(http: httpx.Client) -> None:
     response = http.post(
-        "/v1/chat/completions", json={"model": "auto", "messages": [{"role": "user", "content": "call +1 415 555 0132"}]}
+        "/v1/chat/completions",
+        json={"model": "auto", "messages": [{"role": "user", "content": "call +1 415 555 0132"}]},
     )
     request_id = response.headers["x-request-id"]
     before = posterior(http, "auto", "local-small").get("n", 0)
@@ -114,9 +125,14 @@ def test_a_key_may_only_judge_its_own_requests(http: httpx.Client) -> None:
     denied = http.post("/v1/feedback", json={"request_id": request_id, "score": 1}, headers=other)
     assert denied.status_code == 404
     assert denied.json()["error"]["type"] == "not_found_error"  # the same answer as an unknown id
-    assert http.post("/v1/feedback", json={"request_id": request_id, "score": 1}, headers=owner).status_code == 200
+    assert (
+        http.post("/v1/feedback", json={"request_id": request_id, "score": 1}, headers=owner).status_code
+        == 200
+    )
     assert http.post("/v1/feedback", json={"request_id": request_id, "score": 1}).status_code == 200  # master
-    anonymous = http.post("/v1/feedback", json={"request_id": request_id, "score": 1}, headers={"authorization": ""})
+    anonymous = http.post(
+        "/v1/feedback", json={"request_id": request_id, "score": 1}, headers={"authorization": ""}
+    )
     assert anonymous.status_code == 401
 
 
@@ -142,7 +158,9 @@ BAD_FEEDBACK: list[tuple[Any, int, str | None]] = [
 def test_bad_feedback_gets_a_clear_error_in_the_callers_shape(
     http: httpx.Client, body: dict[str, Any], status: int, param: str | None, dialect: str
 ) -> None:
-    real = http.post("/v1/chat/completions", json={"model": "auto", "messages": HELLO}).headers["x-request-id"]
+    real = http.post("/v1/chat/completions", json={"model": "auto", "messages": HELLO}).headers[
+        "x-request-id"
+    ]
     if body.get("request_id") == "REQ":
         body = {**body, "request_id": real}
     headers = {"anthropic-version": "2023-06-01"} if dialect == "anthropic" else {}
@@ -172,11 +190,14 @@ def test_feedback_and_learning_survive_a_restart(
         ids = []
         for _ in range(3):
             response = http.post(
-                "/v1/chat/completions", json={"model": "auto", "messages": [{"role": "user", "content": "a@b.io"}]}
+                "/v1/chat/completions",
+                json={"model": "auto", "messages": [{"role": "user", "content": "a@b.io"}]},
             )
             ids.append(response.headers["x-request-id"])
         for request_id in ids[:2]:
-            assert http.post("/v1/feedback", json={"request_id": request_id, "thumbs": "up"}).status_code == 200
+            assert (
+                http.post("/v1/feedback", json={"request_id": request_id, "thumbs": "up"}).status_code == 200
+            )
         learned = posterior(http, "auto", "local-small")
     first.stop()
     time.sleep(0.2)
@@ -185,5 +206,9 @@ def test_feedback_and_learning_survive_a_restart(
         assert posterior(http, "auto", "local-small") == learned  # rebuilt from the stored feedback
         # A decision made before the restart is found in the store: its feedback still counts.
         late = http.post("/v1/feedback", json={"request_id": ids[2], "thumbs": "up"})
-        assert late.status_code == 200 and late.json()["learned"] is True and late.json()["model"] == "local-small"
+        assert (
+            late.status_code == 200
+            and late.json()["learned"] is True
+            and late.json()["model"] == "local-small"
+        )
         assert posterior(http, "auto", "local-small")["n"] == learned["n"] + 1

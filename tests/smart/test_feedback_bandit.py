@@ -44,7 +44,9 @@ def test_feedback_is_kept_per_task() -> None:
 def test_exploration_is_bounded_and_seeded() -> None:
     def run(seed: int) -> Counter[tuple[str, bool]]:
         b = bandit(seed, exploration=0.1)
-        return Counter((c.model, c.explored) for c in (b.choose("", CANDIDATES, COST, 0.75) for _ in range(2000)))
+        return Counter(
+            (c.model, c.explored) for c in (b.choose("", CANDIDATES, COST, 0.75) for _ in range(2000))
+        )
 
     counts = run(1)
     assert counts == run(1)  # same seed, same decisions

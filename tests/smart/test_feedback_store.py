@@ -15,7 +15,8 @@ embedded_models: false
 cloud_models_from_env: false
 models:
   - {name: small, deployments: [{provider: fake, model: echo, tags: [local], hardware: {usd_per_hour: 0}}]}
-  - {name: big, deployments: [{provider: fake, model: echo, pricing: {input_per_mtok: 3, output_per_mtok: 15}}]}
+  - name: big
+    deployments: [{provider: fake, model: echo, pricing: {input_per_mtok: 3, output_per_mtok: 15}}]
 routes:
   auto:
     candidates: [small, big]
@@ -26,7 +27,9 @@ routes:
 
 
 def decision(request_id: str, at: float, model: str = "small") -> DecisionRow:
-    return DecisionRow(request_id, at, "key1", "team1", "auto", model, "", "target", "q=0.9", False, ("r(email)",))
+    return DecisionRow(
+        request_id, at, "key1", "team1", "auto", model, "", "target", "q=0.9", False, ("r(email)",)
+    )
 
 
 def test_decisions_and_feedback_round_trip(backend: Backend) -> None:
@@ -38,16 +41,23 @@ def test_decisions_and_feedback_round_trip(backend: Backend) -> None:
             await store.write_route_decisions(rows[:1])  # written twice: kept once
             assert await store.route_decision("req_a") == rows[0]
             assert await store.route_decision("req_zzz") is None
-            first = FeedbackRow("req_a", 300.0, "key1", 1.0, "up", "nice", {"k": [1, 2]}, "auto", "small", "", "target")
+            first = FeedbackRow(
+                "req_a", 300.0, "key1", 1.0, "up", "nice", {"k": [1, 2]}, "auto", "small", "", "target"
+            )
             await store.put_feedback(first)
-            replaced = FeedbackRow("req_a", 301.0, "key1", 0.25, None, None, {}, "auto", "small", "", "target")
+            replaced = FeedbackRow(
+                "req_a", 301.0, "key1", 0.25, None, None, {}, "auto", "small", "", "target"
+            )
             await store.put_feedback(replaced)
             assert await store.feedback(request_id="req_a") == [replaced]
             await store.put_feedback(FeedbackRow("req_b", 302.0, None, 0.0, "down"))
             assert [f.request_id for f in await store.feedback()] == ["req_a", "req_b"]
             assert [f.request_id for f in await store.feedback(since=301.5)] == ["req_b"]
             assert await store.purge_route_decisions(150.0) == 1
-            assert await store.route_decision("req_a") is None and await store.route_decision("req_b") is not None
+            assert (
+                await store.route_decision("req_a") is None
+                and await store.route_decision("req_b") is not None
+            )
         finally:
             await store.aclose()
 
@@ -65,12 +75,18 @@ def test_bandits_are_rebuilt_from_stored_feedback(backend: Backend, tmp_path: Pa
             smart._store = store  # the backend under test
             for index in range(6):
                 await store.put_feedback(
-                    FeedbackRow(f"req_{index}", float(index), None, 1.0, "up", None, {}, "auto", "small", "", "x")
+                    FeedbackRow(
+                        f"req_{index}", float(index), None, 1.0, "up", None, {}, "auto", "small", "", "x"
+                    )
                 )
-            await store.put_feedback(FeedbackRow("req_gone", 9.0, None, 0.0, None, None, {}, "old-route", "m", "", "x"))
+            await store.put_feedback(
+                FeedbackRow("req_gone", 9.0, None, 0.0, None, None, {}, "old-route", "m", "", "x")
+            )
             assert smart.routes["auto"].bandit.choose("", ["small", "big"], {"big": 1.0}, 0.7).model == "big"
             assert await smart.rebuild() == 6  # the row of a route no longer configured is skipped
-            assert smart.routes["auto"].bandit.choose("", ["small", "big"], {"big": 1.0}, 0.7).model == "small"
+            assert (
+                smart.routes["auto"].bandit.choose("", ["small", "big"], {"big": 1.0}, 0.7).model == "small"
+            )
         finally:
             await store.aclose()
 

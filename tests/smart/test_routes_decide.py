@@ -81,7 +81,9 @@ def test_rules_restrict_what_the_task_and_the_target_may_choose() -> None:
 
 
 def test_the_learned_router_picks_strong_or_weak_at_its_threshold() -> None:
-    r = route(router=LearnedRouterConfig(file="x.json", strong="big", weak="small"), bandit={"exploration": 0})
+    r = route(
+        router=LearnedRouterConfig(file="x.json", strong="big", weak="small"), bandit={"exploration": 0}
+    )
     r.learned_threshold = 0.6  # type: ignore[attr-defined]
     for p, expected in ((0.7, ("big", "learned:strong")), (0.59, ("small", "learned:weak"))):
         d = choose(r, Restriction(), Analysis(p_strong=p), ["small", "mid", "big"])  # type: ignore[arg-type]
@@ -92,7 +94,9 @@ def test_the_learned_router_picks_strong_or_weak_at_its_threshold() -> None:
 
 
 # -- a real router file, trained here with `modelyard.routing.smart.learned`, and the real MiniLM --
-HARD = [f"Prove that the sequence a(n+1) = sqrt({i} + a(n)) converges and find its limit" for i in range(2, 22)]
+HARD = [
+    f"Prove that the sequence a(n+1) = sqrt({i} + a(n)) converges and find its limit" for i in range(2, 22)
+]
 HARD += [f"Derive the closed form of the integral of x^{i} e^(-x^2) over the real line" for i in range(20)]
 EASY = [f"Say hello to my friend number {i}" for i in range(20)]
 EASY += [f"What colour is a ripe banana? Question {i}" for i in range(20)]
@@ -122,7 +126,13 @@ def router_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
     strong = np.ones(len(prompts))
     weak = np.array([0.0] * len(HARD) + [1.0] * len(EASY))
     labels = LabelSet(prompts, {"gpt-4": strong, "mixtral": weak}, [""] * len(prompts), "synthetic")
-    document = train_router(labels, _encode(prompts).astype(np.float32), "gpt-4", "mixtral", TrainConfig(clusters=4, inner_folds=3))
+    document = train_router(
+        labels,
+        _encode(prompts).astype(np.float32),
+        "gpt-4",
+        "mixtral",
+        TrainConfig(clusters=4, inner_folds=3),
+    )
     work = tmp_path_factory.mktemp("learned")
     write_router_file(work / "router.json", document)
     config = work / "modelyard.yaml"
@@ -132,7 +142,8 @@ embedded_models: false
 cloud_models_from_env: false
 models:
   - {name: small, deployments: [{provider: fake, model: echo, tags: [local]}]}
-  - {name: big, deployments: [{provider: fake, model: echo, pricing: {input_per_mtok: 3, output_per_mtok: 15}}]}
+  - name: big
+    deployments: [{provider: fake, model: echo, pricing: {input_per_mtok: 3, output_per_mtok: 15}}]
 routes:
   auto:
     candidates: [small, big]

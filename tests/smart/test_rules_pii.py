@@ -63,23 +63,68 @@ OPENAI_BODY = {
     "model": "auto",
     "messages": [
         {"role": "system", "content": "system text"},
-        {"role": "user", "content": [{"type": "text", "text": "block text"}, {"type": "image_url", "image_url": {"url": "data:image/png;base64,QUJD"}}]},
-        {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "lookup", "arguments": '{"who": "args text"}'}}]},
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "block text"},
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,QUJD"}},
+            ],
+        },
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "c1",
+                    "type": "function",
+                    "function": {"name": "lookup", "arguments": '{"who": "args text"}'},
+                }
+            ],
+        },
         {"role": "tool", "tool_call_id": "c1", "content": "tool result text"},
     ],
     "metadata": {"note": "metadata text"},
-}  # fmt: skip
+}
 ANTHROPIC_BODY = {
     "model": "auto",
     "max_tokens": 10,
     "system": [{"type": "text", "text": "system block"}],
     "messages": [
-        {"role": "user", "content": [{"type": "text", "text": "user block"}, {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "4111111111111111"}}]},
-        {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "f", "input": {"key text": "input text"}}]},
-        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": [{"type": "text", "text": "result block"}]}]},
-        {"role": "user", "content": [{"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "document text"}}]},
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "user block"},
+                {
+                    "type": "image",
+                    "source": {"type": "base64", "media_type": "image/png", "data": "4111111111111111"},
+                },
+            ],
+        },
+        {
+            "role": "assistant",
+            "content": [{"type": "tool_use", "id": "t1", "name": "f", "input": {"key text": "input text"}}],
+        },
+        {
+            "role": "user",
+            "content": [
+                {
+                    "type": "tool_result",
+                    "tool_use_id": "t1",
+                    "content": [{"type": "text", "text": "result block"}],
+                }
+            ],
+        },
+        {
+            "role": "user",
+            "content": [
+                {
+                    "type": "document",
+                    "source": {"type": "text", "media_type": "text/plain", "data": "document text"},
+                }
+            ],
+        },
     ],
-}  # fmt: skip
+}
 
 
 def test_every_text_of_an_openai_body_is_seen_and_no_image_bytes() -> None:
@@ -97,13 +142,20 @@ def test_every_text_of_an_anthropic_body_is_seen_and_no_base64_data() -> None:
 
 
 def test_prompt_text_is_the_last_user_text() -> None:
-    body = {"messages": [{"role": "user", "content": "first"}, {"role": "assistant", "content": "x"},
-                         {"role": "user", "content": [{"type": "text", "text": "second"}]}]}  # fmt: skip
+    body = {
+        "messages": [
+            {"role": "user", "content": "first"},
+            {"role": "assistant", "content": "x"},
+            {"role": "user", "content": [{"type": "text", "text": "second"}]},
+        ]
+    }
     assert prompt_text(body) == "second"
     assert prompt_text({"messages": []}) == ""
 
 
-def rule(name: str, action: str = "local_only", models: list[str] | None = None, **when: object) -> RuleConfig:
+def rule(
+    name: str, action: str = "local_only", models: list[str] | None = None, **when: object
+) -> RuleConfig:
     return RuleConfig(name=name, when=RuleWhen(**when), action=action, models=models or [])  # type: ignore[arg-type]
 
 

@@ -30,7 +30,9 @@ def _luhn_complete(prefix: str) -> str:
     raise AssertionError
 
 
-words = st.lists(st.sampled_from(["please", "check", "the", "record", "for", "our", "client", "today"]), max_size=6)
+words = st.lists(
+    st.sampled_from(["please", "check", "the", "record", "for", "our", "client", "today"]), max_size=6
+)
 emails = st.builds(
     lambda user, host, tld: f"{user}@{host}.{tld}",
     st.from_regex(r"[a-z][a-z0-9._]{0,10}[a-z0-9]", fullmatch=True),
@@ -38,8 +40,18 @@ emails = st.builds(
     st.sampled_from(["com", "org", "io", "co.uk", "de"]),
 )
 phones = st.one_of(
-    st.builds(lambda a, b, c: f"+1 {a} {b} {c}", st.integers(201, 989), st.integers(200, 999), st.integers(1000, 9999)),
-    st.builds(lambda a, b, c: f"({a}) {b}-{c}", st.integers(201, 989), st.integers(200, 999), st.integers(1000, 9999)),
+    st.builds(
+        lambda a, b, c: f"+1 {a} {b} {c}",
+        st.integers(201, 989),
+        st.integers(200, 999),
+        st.integers(1000, 9999),
+    ),
+    st.builds(
+        lambda a, b, c: f"({a}) {b}-{c}",
+        st.integers(201, 989),
+        st.integers(200, 999),
+        st.integers(1000, 9999),
+    ),
     st.builds(lambda n: f"+44 {n}", st.integers(1000000000, 9999999999)),
 )
 cards = st.builds(
@@ -47,8 +59,12 @@ cards = st.builds(
     st.from_regex(r"[0-9]{14}", fullmatch=True),
     st.sampled_from(["", " ", "-"]),
 )
-ibans = st.sampled_from(["GB82 WEST 1234 5698 7654 32", "DE89370400440532013000", "FR1420041010050500013M02606"])
-ssns = st.builds(lambda a, b, c: f"{a:03d}-{b:02d}-{c:04d}", st.integers(1, 665), st.integers(1, 99), st.integers(1, 9999))
+ibans = st.sampled_from(
+    ["GB82 WEST 1234 5698 7654 32", "DE89370400440532013000", "FR1420041010050500013M02606"]
+)
+ssns = st.builds(
+    lambda a, b, c: f"{a:03d}-{b:02d}-{c:04d}", st.integers(1, 665), st.integers(1, 99), st.integers(1, 9999)
+)
 pii = st.one_of(emails, phones, cards, ibans, ssns)
 
 PLACES = ("system", "user", "user_block", "tool_call", "tool_result", "assistant")
@@ -57,18 +73,28 @@ PLACES = ("system", "user", "user_block", "tool_call", "tool_result", "assistant
 def openai_body(route: str, place: str, secret: str, filler: list[str], stream: bool) -> dict[str, Any]:
     text = " ".join([*filler, secret, *filler])
     plain = " ".join(filler) or "hello"
-    messages: list[dict[str, Any]] = [{"role": "system", "content": text if place == "system" else "be brief"}]
+    messages: list[dict[str, Any]] = [
+        {"role": "system", "content": text if place == "system" else "be brief"}
+    ]
     if place in ("tool_call", "tool_result"):
         args = orjson.dumps({"query": text if place == "tool_call" else plain}).decode()
         messages += [
             {"role": "user", "content": plain},
-            {"role": "assistant", "content": None, "tool_calls": [
-                {"id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": args}}]},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {"id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": args}}
+                ],
+            },
             {"role": "tool", "tool_call_id": "call_1", "content": text if place == "tool_result" else "ok"},
-        ]  # fmt: skip
+        ]
     elif place == "assistant":
-        messages += [{"role": "user", "content": plain}, {"role": "assistant", "content": text},
-                     {"role": "user", "content": "go on"}]  # fmt: skip
+        messages += [
+            {"role": "user", "content": plain},
+            {"role": "assistant", "content": text},
+            {"role": "user", "content": "go on"},
+        ]
     elif place == "user_block":
         messages.append({"role": "user", "content": [
             {"type": "text", "text": plain},
@@ -87,18 +113,47 @@ def anthropic_body(route: str, place: str, secret: str, filler: list[str], strea
     if place in ("tool_call", "tool_result"):
         body["messages"] = [
             {"role": "user", "content": plain},
-            {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "lookup",
-                                               "input": {"query": text if place == "tool_call" else plain}}]},
-            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1",
-                                          "content": [{"type": "text", "text": text if place == "tool_result" else "ok"}]}]},
-        ]  # fmt: skip
+            {
+                "role": "assistant",
+                "content": [
+                    {
+                        "type": "tool_use",
+                        "id": "toolu_1",
+                        "name": "lookup",
+                        "input": {"query": text if place == "tool_call" else plain},
+                    }
+                ],
+            },
+            {
+                "role": "user",
+                "content": [
+                    {
+                        "type": "tool_result",
+                        "tool_use_id": "toolu_1",
+                        "content": [{"type": "text", "text": text if place == "tool_result" else "ok"}],
+                    }
+                ],
+            },
+        ]
     elif place == "assistant":
-        body["messages"] = [{"role": "user", "content": plain}, {"role": "assistant", "content": text},
-                            {"role": "user", "content": "go on"}]  # fmt: skip
+        body["messages"] = [
+            {"role": "user", "content": plain},
+            {"role": "assistant", "content": text},
+            {"role": "user", "content": "go on"},
+        ]
     elif place == "user_block":
-        body["messages"] = [{"role": "user", "content": [
-            {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}},
-            {"type": "text", "text": text}]}]  # fmt: skip
+        body["messages"] = [
+            {
+                "role": "user",
+                "content": [
+                    {
+                        "type": "image",
+                        "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="},
+                    },
+                    {"type": "text", "text": text},
+                ],
+            }
+        ]
     else:
         body["messages"] = [{"role": "user", "content": text}]
     return body
@@ -111,9 +166,7 @@ def _send(http: httpx.Client, api: str, body: dict[str, Any], headers: dict[str,
 
 
 @pytest.fixture
-def clean(
-    fake_openai: FakeUpstream, fake_anthropic: FakeUpstream
-) -> tuple[FakeUpstream, FakeUpstream]:
+def clean(fake_openai: FakeUpstream, fake_anthropic: FakeUpstream) -> tuple[FakeUpstream, FakeUpstream]:
     fake_openai.clear()
     fake_anthropic.clear()
     return fake_openai, fake_anthropic
@@ -166,7 +219,9 @@ def test_restricted_requests_never_reach_a_cloud_deployment(
         assert response.status_code == 403, text
         error = response.json()
         assert "personal-data" in (error["error"]["message"])
-        assert (error["type"] == "error") if api == "anthropic" else (error["error"]["code"] == "routing_rule")
+        assert (
+            (error["type"] == "error") if api == "anthropic" else (error["error"]["code"] == "routing_rule")
+        )
         return
     assert response.status_code == 200, text
     assert response.headers["x-modelyard-deployment"].startswith("fake/"), response.headers

@@ -50,6 +50,10 @@ BUILTIN_EXAMPLES: dict[str, tuple[str, ...]] = {
         "Implement binary search in Go with unit tests.",
         "Convert this bash script to Python.",
         "Explain what this regular expression matches and write a faster one.",
+        "How do I fix this error: TypeError: 'NoneType' object is not subscriptable?",
+        "My database query is slow; which index should I add?",
+        "Write unit tests for this function.",
+        "Implement a REST endpoint in TypeScript that returns a list of users.",
     ),
     "math": (
         "Solve for x: 3x + 7 = 22.",
@@ -134,7 +138,7 @@ class TaskClassifier:
         *,
         k: int = 3,
         min_confidence: float = 0.5,
-        min_similarity: float = 0.25,
+        min_similarity: float = 0.15,
     ) -> None:
         self.tasks = list(tasks)
         self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)

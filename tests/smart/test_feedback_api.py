@@ -212,3 +212,32 @@ def test_feedback_and_learning_survive_a_restart(
             and late.json()["model"] == "local-small"
         )
         assert posterior(http, "auto", "local-small")["n"] == learned["n"] + 1
+
+
+def test_key_model_allow_lists_and_routes(http: httpx.Client) -> None:
+    """A key allowed ``auto`` may use whatever auto chooses (not the models directly); a key allowed
+    only some models gets auto's choice among those."""
+    route_only = http.post("/admin/keys", json={"models": ["auto"]}).json()["key"]
+    small_only = http.post("/admin/keys", json={"models": ["local-small"]}).json()["key"]
+    ask = {"model": "auto", "messages": HELLO}
+    via_route = http.post("/v1/chat/completions", json=ask, headers={"authorization": f"Bearer {route_only}"})
+    assert via_route.status_code == 200 and via_route.headers["x-modelyard-decision"].startswith(
+        "auto -> cloud-mini"
+    )
+    direct = http.post(
+        "/v1/chat/completions",
+        json={**ask, "model": "cloud-mini"},
+        headers={"authorization": f"Bearer {route_only}"},
+    )
+    assert direct.status_code == 403
+    narrowed = http.post("/v1/chat/completions", json=ask, headers={"authorization": f"Bearer {small_only}"})
+    assert narrowed.status_code == 200 and narrowed.headers["x-modelyard-decision"].startswith(
+        "auto -> local-small"
+    )
+
+
+def test_routes_are_listed_as_models(smart_gateway: GatewayServer) -> None:
+    with openai.OpenAI(base_url=smart_gateway.url + "/v1", api_key=MASTER_KEY, max_retries=0) as client:
+        ids = {m.id for m in client.models.list()}
+        assert {"auto", "cloudy", "mixy", "local-small"} <= ids
+        assert client.models.retrieve("auto").owned_by == "modelyard-route"

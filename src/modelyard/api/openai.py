@@ -119,6 +119,8 @@ def _model_entries(state: AppState) -> list[tuple[str, str]]:
     for model in state.registry.models:
         owner = model.deployments[0].provider
         entries += [(name, owner) for name in (model.name, *model.aliases)]
+    if state.smart is not None:
+        entries += [(name, "modelyard-route") for name in state.smart.routes]  # model: auto, …
     return entries
 
 

@@ -91,12 +91,22 @@ class Admission:
 
     # -- admission ---------------------------------------------------------------------------
     def _check_key(
-        self, principal: Principal, body: JSONDict, protocol: WireProtocol, group: ModelGroup
+        self,
+        principal: Principal,
+        body: JSONDict,
+        protocol: WireProtocol,
+        group: ModelGroup,
+        route: str | None = None,
     ) -> None:
         key = principal.key
         if key is None:
             return
-        if key.models is not None and body["model"] not in key.models and group.name not in key.models:
+        if (
+            key.models is not None
+            and body["model"] not in key.models
+            and group.name not in key.models
+            and route not in key.models  # a key allowed a smart route may use what it chooses
+        ):
             allowed = ", ".join(key.models) or "(none)"
             raise PermissionDeniedError(f"this key may not use model {body['model']!r}; allowed: {allowed}")
         if key.max_tokens is not None:
@@ -160,7 +170,7 @@ class Admission:
         group: ModelGroup,
         ctx: RequestContext,
     ) -> Ticket:
-        self._check_key(principal, body, protocol, group)
+        self._check_key(principal, body, protocol, group, getattr(ctx, "route_name", None))
         durable = principal.key is not None or self._always_durable
         if durable:
             worst, prompt = self._max_cost(group, body, protocol)

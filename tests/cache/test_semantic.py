@@ -1,6 +1,6 @@
 """The semantic cache through a real gateway, with the real embedding model (all-MiniLM-L6-v2).
 
-``sem`` runs at the recommended threshold (``target_precision`` 0.95, the default).
+``sem`` runs at the recommended threshold (``target_precision`` 0.9 → 0.96, the default).
 """
 
 from __future__ import annotations

@@ -3,9 +3,11 @@ tokens of the real embedded model (its own tokenizer counts); cloud models are f
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import anthropic
+import httpx
 import openai
 import orjson
 import pytest
@@ -96,6 +98,19 @@ def test_fallback_reaches_the_larger_model_before_calling_the_small_one(
     assert len(sent["messages"]) == len(conversation(30)) - 1  # nothing trimmed: the system is top-level
 
 
+def test_fallback_also_for_streams(
+    context_gateway: GatewayServer, upstreams: tuple[FakeUpstream, FakeUpstream]
+) -> None:
+    _fake_openai, fake_anthropic = upstreams
+    with _openai(context_gateway).chat.completions.with_streaming_response.create(
+        model="small-fallback", messages=conversation(30), max_tokens=50, stream=True
+    ) as response:
+        assert response.headers["x-modelyard-context"] == "fallback:big"
+        text = "".join(c.choices[0].delta.content or "" for c in response.parse() if c.choices)
+    assert text
+    assert fake_anthropic.last().json["stream"] is True
+
+
 def test_fallback_without_a_larger_model_says_so(context_gateway: GatewayServer) -> None:
     with pytest.raises(openai.BadRequestError) as caught:
         _openai(context_gateway).chat.completions.create(model="small-nofallback", messages=conversation(30))
@@ -115,6 +130,22 @@ def test_summarize_calls_the_local_model_once_per_prefix_and_reuses_it(
     header = raw.headers["x-modelyard-context"]
     assert header.startswith("summarized:") and not header.endswith(":cached"), header
     assert service.summary_calls == calls_before + 1
+    # The summarizer's call is a request of its own, with its own ledger row.
+    summary_id = raw.headers["x-request-id"] + "-summary"
+    rows: list[Any] = []
+    for _ in range(100):
+        rows = httpx.get(
+            context_gateway.url + "/admin/ledger",
+            params={"request_id": summary_id},
+            headers={"authorization": f"Bearer {MASTER_KEY}"},
+        ).json()["data"]
+        if rows:
+            break
+        time.sleep(0.05)
+    assert [(r["deployment"], r["status"]) for r in rows] == [
+        ("llamacpp/SmolLM2-135M-Instruct.Q4_1.gguf", "ok")
+    ]
+    assert rows[0]["tokens_out"] > 0
     sent = fake_openai.last().json["messages"]
     assert sent[0] == first[0]
     assert sent[1]["role"] == "system"

@@ -439,11 +439,17 @@ def main() -> None:
     parser.add_argument("--followups", type=int, default=1000, help="follow-up conversations (default 1000)")
     parser.add_argument("--queries", type=int, default=300, help="index queries per size (default 300)")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--latency-only", action="store_true", help="only the index latency and memory")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out/semantic"))
     parser.add_argument("--plot", type=Path, default=Path("docs/img/semantic-cache-curve.png"))
     args = parser.parse_args()
     if not QQP.exists():
         sys.exit(f"{QQP} is absent: this benchmark reads the shared data in place (see its README)")
+    if args.latency_only:
+        gen = np.random.default_rng(args.seed)
+        rows = [index_latency(n, args.queries, gen) for n in (10_000, 100_000)]
+        print(json.dumps(rows, indent=1))
+        return
     result = asyncio.run(run(args))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "semantic_cache.json").write_text(json.dumps(result, indent=1))

@@ -40,7 +40,7 @@ class _Partition:
         self.max_entries = max_entries
         capacity = min(INITIAL_CAPACITY, max_entries)
         self.queries: Vector = np.zeros((capacity, dimensions), dtype=np.float32)
-        self.contexts: Vector = np.zeros((capacity, dimensions), dtype=np.float32)
+        self.contexts: Vector | None = None  # only partitions of follow-ups have contexts
         self.keys: list[str] = []
         self.size = 0
         self.next = 0  # the slot the next entry goes to (the oldest, once full)
@@ -49,10 +49,14 @@ class _Partition:
         if self.size < self.max_entries and self.size == len(self.queries):
             grown = min(self.max_entries, 2 * len(self.queries))
             self.queries = np.resize(self.queries, (grown, self.queries.shape[1]))
-            self.contexts = np.resize(self.contexts, (grown, self.contexts.shape[1]))
+            if self.contexts is not None:
+                self.contexts = np.resize(self.contexts, (grown, self.contexts.shape[1]))
         slot = self.next
         self.queries[slot] = query
-        self.contexts[slot] = 0.0 if context is None else context
+        if context is not None and self.contexts is None:
+            self.contexts = np.zeros_like(self.queries)
+        if self.contexts is not None:
+            self.contexts[slot] = 0.0 if context is None else context
         if slot < len(self.keys):
             self.keys[slot] = key
         else:
@@ -67,6 +71,8 @@ class _Partition:
             return None
         scores = self.queries[: self.size] @ query
         if context is not None:
+            if self.contexts is None:
+                return None
             context_scores = self.contexts[: self.size] @ context
             scores = np.where(context_scores >= context_threshold, scores, -1.0)
         best = int(np.argmax(scores))
@@ -89,7 +95,10 @@ class SemanticIndex:
         return sum(p.size for p in self._partitions.values())
 
     def nbytes(self) -> int:
-        return sum(p.queries.nbytes + p.contexts.nbytes for p in self._partitions.values())
+        return sum(
+            p.queries.nbytes + (0 if p.contexts is None else p.contexts.nbytes)
+            for p in self._partitions.values()
+        )
 
     def add(self, partition: str, key: str, query: Vector, context: Vector | None = None) -> None:
         part = self._partitions.get(partition)

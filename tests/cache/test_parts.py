@@ -206,3 +206,25 @@ def test_index_matches_within_a_partition_only_and_checks_context() -> None:
         index.add("p", f"r{i}", _unit(100 + i))
     assert index.search("p", q, threshold=0.9, context_threshold=0.95) is None
     assert index.search("p", _unit(109), threshold=0.9, context_threshold=0.95).key == "r9"  # type: ignore[union-attr]
+
+
+def test_config_errors_say_how_to_fix_them() -> None:
+    from modelyard.config.load import load_config
+    from modelyard.errors import ConfigError
+
+    base = "embedded_models: false\ncloud_models_from_env: false\n"
+    with pytest.raises(ConfigError) as missing:
+        load_config(base + "cache: {enabled: true, backend: redis}\n", environ={})
+    assert "cache.redis_url is required" in str(missing.value)
+    with pytest.raises(ConfigError) as literal:
+        load_config(base + "cache: {backend: redis, redis_url: 'redis://:pw@host'}\n", environ={})
+    assert "secret reference" in str(literal.value)
+    with pytest.raises(ConfigError) as unknown:
+        load_config(base + "cache: {semantic: {treshold: 0.9}}\n", environ={})
+    assert "cache.semantic.treshold" in str(unknown.value)
+    config = load_config(
+        base + "cache: {backend: redis}\nrate_limits: {backend: redis, redis_url: env:R}\n",
+        environ={"R": "redis://127.0.0.1:6379/0"},
+    )
+    assert config.cache_redis_url == "redis://127.0.0.1:6379/0"  # falls back to the rate limiter's Redis
+    assert load_config(None, environ={}).cache.enabled is False  # zero config: no cache

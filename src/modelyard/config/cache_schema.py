@@ -55,9 +55,13 @@ class SemanticOverride(_Strict):
     """A model's changes to the global semantic settings (unset fields inherit)."""
 
     enabled: bool | None = None
+    """Match this model's requests by meaning (turns the model's exact cache on too)."""
     threshold: float | None = Field(None, gt=0, le=1)
+    """This model's cosine threshold (default: the global one)."""
     target_precision: float | None = Field(None, ge=0.8, le=0.9)
+    """This model's target precision, when it sets no ``threshold``."""
     include_tools: bool | None = None
+    """Match requests that carry tools by meaning too (default: the global setting)."""
 
 
 class CacheConfig(_Strict):
@@ -104,7 +108,9 @@ class ModelCacheConfig(_Strict):
     enabled: bool | None = None
     """Cache this model's answers (default: the global ``cache.enabled``)."""
     ttl_s: float | None = Field(None, gt=0)
+    """How long this model's answers are served from cache (default: the global ``ttl_s``)."""
     semantic: SemanticOverride | None = None
+    """This model's semantic-cache settings (unset fields inherit the global ``semantic``)."""
 
     @model_validator(mode="after")
     def _semantic_needs_cache(self) -> ModelCacheConfig:

@@ -137,7 +137,7 @@ def _content_text(content: Any) -> str:
     return ""
 
 
-def prompt_text(body: Mapping[str, Any], limit: int = 4000) -> str:
+def prompt_text(body: Mapping[str, Any], limit: int = 2000) -> str:
     """What the request asks: its last user message's text (for task classification and the
     learned router), at most ``limit`` characters."""
     messages = body.get("messages")

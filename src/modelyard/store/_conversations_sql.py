@@ -333,7 +333,24 @@ class PostgresConversations:
     """The conversation statements of one schema (already validated and quoted)."""
 
     def __init__(self, schema: str) -> None:
-        self.sql = Statements(f"{schema}.", lambda n: f"${n}")
+        self.sql = sql = Statements(f"{schema}.", lambda n: f"${n}")
+        # History, not money: an append does not wait for a WAL flush (a PostgreSQL crash may lose
+        # the last fraction of a second of turns, never corrupt them). The row lock orders
+        # concurrent appends to one conversation.
+        self._lock_sql = (
+            f"SELECT {', '.join('c.' + c for c in CONVERSATION_COLUMNS)}, "
+            "set_config('synchronous_commit', 'off', true) "
+            f"FROM {sql.t_conv} c WHERE c.id = $1 FOR UPDATE OF c"
+        )
+        self._write_sql = (
+            f"WITH added AS (INSERT INTO {sql.t_items} (conversation_id, seq, turn, message, created_at) "
+            # Read after the lock was taken (a new snapshot), so it sees the previous append.
+            "SELECT $1, last.seq + t.n, $3, t.m, $4 FROM unnest($2::text[]) WITH ORDINALITY AS t(m, n), "
+            f"(SELECT COALESCE(MAX(seq), 0) AS seq FROM {sql.t_items} WHERE conversation_id = $1) AS last), "
+            f"trimmed AS (DELETE FROM {sql.t_items} WHERE conversation_id = $1 AND turn <= $6) "
+            f"UPDATE {sql.t_conv} SET turns = $3, updated_at = $4, "
+            "system_prompt = COALESCE($5::text, system_prompt) WHERE id = $1"
+        )
 
     @staticmethod
     def migration(schema: str) -> tuple[str, tuple[str, ...]]:
@@ -355,27 +372,28 @@ class PostgresConversations:
     async def append(
         self, pool: asyncpg.Pool, conversation_id: str, messages: Sequence[JSONDict], o: TurnOptions
     ) -> bool:
+        """Three statements in one transaction (each a round trip): create if new; lock the row
+        and read the next seq; write the items, the counters and the trim together."""
         async with pool.acquire() as conn, conn.transaction():
-            # History, not money: a PostgreSQL crash may lose the last fraction of a second of turns
-            # (never corrupt them), and the turn does not wait for a WAL flush before the answer.
-            await conn.execute("SET LOCAL synchronous_commit TO OFF")
             if o.create_for is not None:
                 record = ConversationRecord(conversation_id, o.create_for, o.now, o.now)
                 await conn.execute(self.sql.insert_conv, *conversation_to_row(record))
-            # The row lock orders concurrent appends to one conversation.
-            row = await conn.fetchrow(self.sql.select_conv + " FOR UPDATE", conversation_id)
+            row = await conn.fetchrow(self._lock_sql, conversation_id)
             if row is None:
                 return False
-            stored = conversation_from_row(tuple(row))
+            stored = conversation_from_row(tuple(row)[: len(CONVERSATION_COLUMNS)])
             if o.scope is not None and not o.scope.allows(stored.owner):
                 return False
             turn = stored.turns + 1
-            last = await conn.fetchval(self.sql.max_seq, conversation_id)
-            await conn.executemany(
-                self.sql.insert_item, _item_rows(conversation_id, int(last) + 1, turn, messages, o.now)
+            await conn.execute(
+                self._write_sql,
+                conversation_id,
+                [_dumps(m) for m in messages],
+                turn,
+                o.now,
+                o.system,
+                turn - o.max_turns,
             )
-            await conn.execute(self.sql.update_conv, turn, o.now, o.system, conversation_id)
-            await conn.execute(self.sql.trim_items, conversation_id, turn - o.max_turns)
         return True
 
     async def list_for(

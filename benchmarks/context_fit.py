@@ -68,7 +68,16 @@ def _question(n: int) -> str:
     )
 
 
-def run_policy(policy: str, turns: int, gguf: str, workdir: Path) -> list[dict[str, Any]]:
+def _append_csv(path: Path, row: dict[str, Any]) -> None:
+    new = not path.exists()
+    with path.open("a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(row))
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+
+
+def run_policy(policy: str, turns: int, gguf: str, workdir: Path, csv_path: Path) -> list[dict[str, Any]]:
     config = workdir / f"{policy}.yaml"
     config.write_text(_config(policy, gguf))
     port = _free_port()
@@ -128,6 +137,7 @@ def run_policy(policy: str, turns: int, gguf: str, workdir: Path) -> list[dict[s
                         "latency_s": round(latency, 3),
                     }
                 )
+                _append_csv(csv_path, rows[-1])
                 print(
                     f"{policy:9} turn {n + 1:2}: {rows[-1]['status']} {rows[-1]['context']:24} "
                     f"{rows[-1]['prompt_tokens_sent']!s:>5} tok {latency:6.2f}s",
@@ -214,26 +224,92 @@ def accuracy(gguf: str) -> str:
     return "\n".join(lines)
 
 
+def overhead() -> str:
+    """What fitting costs per request, against parsing the same request body (paid anyway)."""
+    import asyncio
+
+    import orjson
+
+    from modelyard.api.asgi import Dialect, RequestContext
+    from modelyard.config.load import load_config
+    from modelyard.providers.base import WireProtocol
+    from modelyard.state import AppState
+
+    config = load_config(
+        """
+embedded_models: false
+cloud_models_from_env: false
+models:
+  - name: local8k
+    deployments: [{provider: llamacpp, n_ctx: 8192}]
+  - name: local2k
+    deployments: [{provider: llamacpp, n_ctx: 2048}]
+    context: {policy: trim}
+"""
+    )
+
+    def conversation(turns: int) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = [{"role": "system", "content": "You are a friendly local historian."}]
+        for n in range(turns):
+            out.append({"role": "user", "content": _question(n)})
+            out.append({"role": "assistant", "content": "It was busy, and the old pier still stands."})
+        out.append({"role": "user", "content": _question(turns)})
+        return out
+
+    async def measure() -> list[tuple[str, float, float]]:
+        state = AppState.build(config)
+        assert state.context is not None
+        rows: list[tuple[str, float, float]] = []
+        for label, model, turns, reps in (
+            ("3-message chat, 8K window (fast path: byte bound, no tokenizer)", "local8k", 1, 2000),
+            ("50-turn chat (~3.4K tokens), 2K window, trim (exact GGUF counts)", "local2k", 50, 20),
+        ):
+            body = {"model": model, "messages": conversation(turns), "max_tokens": 16}
+            raw = orjson.dumps(body)
+            group = state.router.group(model)
+            await state.context.fit(WireProtocol.OPENAI, body, RequestContext.new(Dialect.OPENAI, {}), group)
+            started = time.perf_counter()
+            for _ in range(reps):
+                orjson.loads(raw)
+            parse = (time.perf_counter() - started) / reps
+            started = time.perf_counter()
+            for _ in range(reps):
+                ctx = RequestContext.new(Dialect.OPENAI, {})
+                await state.context.fit(WireProtocol.OPENAI, body, ctx, group)
+            fit = (time.perf_counter() - started) / reps
+            rows.append((label + f" → {ctx.context}", fit * 1e6, parse * 1e6))
+        await state.session.close()
+        return rows
+
+    lines = ["| request | fit µs | body parse µs (baseline) | ratio |", "|---|---:|---:|---:|"]
+    for label, fit_us, parse_us in asyncio.run(measure()):
+        lines.append(f"| {label} | {fit_us:,.1f} | {parse_us:,.1f} | {fit_us / parse_us:,.1f}× |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--turns", type=int, default=50)
     parser.add_argument("--policies", default="reject,fallback,trim,summarize")
     parser.add_argument("--out", default="benchmarks/out/context_fit")
+    parser.add_argument("--overhead-only", action="store_true", help="only measure what fitting costs")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    (out / "overhead.md").write_text(overhead() + "\n")
+    print((out / "overhead.md").read_text())
+    if args.overhead_only:
+        return
     gguf = embedded_model_path()
     (out / "accuracy.md").write_text(accuracy(gguf) + "\n")
     print((out / "accuracy.md").read_text())
     policies = [p for p in args.policies.split(",") if p]
     rows: list[dict[str, Any]] = []
+    csv_path = out / "turns.csv"
+    csv_path.unlink(missing_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         for policy in policies:
-            rows += run_policy(policy, args.turns, gguf, Path(tmp))
-            with (out / "turns.csv").open("w", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-                writer.writeheader()
-                writer.writerows(rows)
+            rows += run_policy(policy, args.turns, gguf, Path(tmp), csv_path)
     table = summarize(rows, policies)
     (out / "summary.md").write_text(table + "\n")
     print(table)

@@ -16,7 +16,7 @@ rendered through the file's chat template (:meth:`GGUFTokenizer.count_chat`).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
@@ -165,7 +165,15 @@ class GGUFCounter(TokenCounter):
     """Exact counts for a GGUF chat model: the request goes through the chat template."""
 
     def __init__(self, tokenizer: GGUFTokenizer) -> None:
-        super().__init__(tokenizer, OPENAI_FORMAT)
+        # Per-message sums (used to choose what to trim) use the template's own framing cost,
+        # measured once: one more message minus its text and role tokens.
+        one = [{"role": "user", "content": "hello"}]
+        two = [*one, {"role": "assistant", "content": "world"}]
+        framing = tokenizer.count_chat(two) - tokenizer.count_chat(one)
+        framing -= tokenizer.count("world") + tokenizer.count("assistant")
+        super().__init__(
+            tokenizer, replace(OPENAI_FORMAT, per_message=max(OPENAI_FORMAT.per_message, framing))
+        )
         self.gguf = tokenizer
 
     def request(self, body: JSONDict, protocol: WireProtocol) -> int:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
+from modelyard.config.conversations_schema import ConversationsConfig
 from modelyard.conversations.model import (
     ConversationRecord,
     ConversationScope,
@@ -13,6 +14,7 @@ from modelyard.conversations.model import (
     StoredResponse,
     TurnOptions,
 )
+from modelyard.conversations.retention import ConversationPurger
 from modelyard.store.base import Store
 from tests.store._support import Backend, run_sync
 
@@ -146,5 +148,24 @@ def test_first_turn_creates_and_a_foreign_owner_blocks(backend: Backend) -> None
         assert not await store.append_conversation("new", [_user("mine now")], bob)
         loaded = await store.load_conversation("new")
         assert loaded is not None and loaded[0].owner == ALICE and len(loaded[1]) == 1
+
+    _run(backend, check)
+
+
+def test_the_retention_purge_uses_retention_days(backend: Backend) -> None:
+    async def check(store: Store) -> None:
+        day = 86400.0
+        now = 100 * day
+        await store.create_conversation(ConversationRecord("stale", ALICE, now - 40 * day, now - 40 * day))
+        await store.create_conversation(ConversationRecord("fresh", ALICE, now - 40 * day, now - 2 * day))
+        await store.put_response(StoredResponse("resp_stale", ALICE, now - 31 * day, None, "m", [], {}))
+        await store.put_response(StoredResponse("resp_fresh", ALICE, now - 29 * day, None, "m", [], {}))
+        purger = ConversationPurger(store, ConversationsConfig(retention_days=30), clock=lambda: now)
+        assert await purger.purge_now() == 2
+        assert await store.load_conversation("stale") is None
+        assert await store.load_conversation("fresh") is not None
+        assert [r.id for r in await store.response_chain("resp_fresh", 5)] == ["resp_fresh"]
+        assert await store.response_chain("resp_stale", 5) == []
+        assert purger.purged == 2 and await purger.purge_now() == 0
 
     _run(backend, check)

@@ -194,8 +194,8 @@ class ModelyardApp:
             else:
                 raise NotFoundError(
                     f"no route {method} {path}; modelyard serves /v1/chat/completions, /v1/messages, "
-                    "/v1/messages/count_tokens, /v1/embeddings, /v1/models, /admin/deployments, "
-                    "/healthz, /readyz"
+                    "/v1/messages/count_tokens, /v1/responses, /v1/embeddings, /v1/models, "
+                    "/admin/deployments, /healthz, /readyz"
                 )
         except GatewayError as exc:
             status = exc.status

@@ -91,3 +91,45 @@ def test_bandits_are_rebuilt_from_stored_feedback(backend: Backend, tmp_path: Pa
             await store.aclose()
 
     asyncio.run(run())
+
+
+def test_replicas_learn_each_others_feedback_once(backend: Backend, tmp_path: Path) -> None:
+    """Two gateways on one database: feedback given to one reaches the other's bandit at its next
+    sync — once, and a replaced score is corrected there too."""
+    config = tmp_path / "modelyard.yaml"
+    config.write_text(CONFIG)
+
+    async def run() -> None:
+        store = await backend.open()
+        try:
+            a, _ = build(config, tmp_path / "a.db")
+            b, _ = build(config, tmp_path / "b.db")
+            a._store = b._store = store
+            rows = [
+                FeedbackRow(f"req_{i}", 10.0 + i, None, 1.0, "up", None, {}, "auto", "small", "", "x")
+                for i in range(5)
+            ]
+            for row in rows:  # what a's POST /v1/feedback does: store, then learn
+                await store.put_feedback(row)
+                assert a.learn(row)
+            assert await a.sync() == 0  # its own rows are not counted twice
+            assert await b.sync() == 5
+            assert await b.sync() == 0
+            assert a.routes["auto"].bandit.means("") == b.routes["auto"].bandit.means("")
+            changed = FeedbackRow("req_0", 20.0, None, 0.0, "down", None, {}, "auto", "small", "", "x")
+            await store.put_feedback(changed)
+            assert a.learn(changed)
+            assert await b.sync() == 1
+            arms_a, arms_b = a.routes["auto"].bandit.arms[""], b.routes["auto"].bandit.arms[""]
+            assert (
+                (arms_a["small"].alpha, arms_a["small"].n)
+                == (arms_b["small"].alpha, arms_b["small"].n)
+                == (
+                    0.6 * 4 + 4,
+                    5,
+                )
+            )
+        finally:
+            await store.aclose()
+
+    asyncio.run(run())

@@ -51,6 +51,10 @@ WRITE_INTERVAL_S = 0.5
 MAX_QUEUED_WRITES = 100_000
 MAX_REBUILD_ROWS = 1_000_000
 """Feedback rows replayed at start-up (the oldest first)."""
+SYNC_INTERVAL_S = 10.0
+"""How often a replica applies the feedback other replicas stored."""
+SYNC_LOOKBACK_S = 60.0
+"""Feedback is re-read this far behind the newest row seen (clock skew between replicas)."""
 
 
 class SmartRouting:
@@ -98,6 +102,8 @@ class SmartRouting:
             )
         self.cache = {name: PromptCache(r.config.cache_size) for name, r in self.routes.items()}
         self.decisions: OrderedDict[str, Decision] = OrderedDict()
+        self._applied: OrderedDict[str, FeedbackRow] = OrderedDict()
+        self._watermark = 0.0
         self._executor: ThreadPoolExecutor | None = None
         self._encoder: Any = None
         self._ready: asyncio.Task[None] | None = None
@@ -294,18 +300,24 @@ class SmartRouting:
                 raise
 
     async def _write_loop(self) -> None:
-        last_purge = 0.0
+        last_purge = last_sync = time.monotonic()
         while True:
             await asyncio.sleep(WRITE_INTERVAL_S)
             try:
                 await self._flush()
-                if time.time() - last_purge > 3600:
-                    last_purge = time.time()
+                if time.monotonic() - last_sync > SYNC_INTERVAL_S:
+                    last_sync = time.monotonic()
+                    await self.sync()
+                if time.monotonic() - last_purge > 3600:
+                    last_purge = time.monotonic()
                     await self._store.purge_route_decisions(time.time() - self.retention_s)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("writing routing decisions failed (will retry): %s", type(exc).__name__)
+                log.warning(
+                    "writing routing decisions or reading feedback failed (will retry): %s",
+                    type(exc).__name__,
+                )
 
     async def lookup(self, request_id: str) -> DecisionRow | None:
         """A decision by request id: recent ones from memory, older ones (or another replica's)
@@ -378,8 +390,19 @@ class SmartRouting:
 
     # -- learning ----------------------------------------------------------------------------
     def learn(self, row: FeedbackRow, previous: FeedbackRow | None = None) -> bool:
-        """Apply one feedback score to its route's bandit (replacing ``previous`` on the same
-        request, if any). False when the route is gone or does not learn."""
+        """Apply one feedback row to its route's bandit, once: a row already applied (from this
+        replica's submissions, the start-up replay or the sync) is skipped; a changed score on the
+        same request replaces the earlier one (``previous``, if this replica never applied it).
+        False when nothing was learned (unchanged, no route, or learning off)."""
+        applied = self._applied.get(row.request_id) or previous
+        if applied is not None and (applied.score, applied.model, applied.route) == (
+            row.score,
+            row.model,
+            row.route,
+        ):
+            self._remember_applied(row)
+            return False
+        self._remember_applied(row)
         if row.route is None or row.model is None:
             return False
         route = self.routes.get(row.route)
@@ -388,13 +411,26 @@ class SmartRouting:
         task = row.task or ""
         if task and task not in route.config.tasks:
             task = ""
-        if previous is not None and previous.model == row.model:
-            return route.bandit.update(task, row.model, row.score - previous.score, replace=True)
+        if applied is not None and applied.model == row.model and applied.route == row.route:
+            return route.bandit.update(task, row.model, row.score - applied.score, replace=True)
         return route.bandit.update(task, row.model, row.score)
 
+    def _remember_applied(self, row: FeedbackRow) -> None:
+        self._applied[row.request_id] = row
+        self._applied.move_to_end(row.request_id)
+        self._watermark = max(self._watermark, row.created_at)
+        while len(self._applied) > MAX_REMEMBERED:
+            self._applied.popitem(last=False)
+
     async def rebuild(self) -> int:
-        """Replay every stored feedback row into fresh bandits; returns how many were applied."""
+        """Replay every stored feedback row into the bandits; returns how many were applied."""
         rows = await self._store.feedback(limit=MAX_REBUILD_ROWS)
+        return sum(self.learn(row) for row in rows)
+
+    async def sync(self) -> int:
+        """Apply feedback other replicas stored since the last look (rows this replica applied
+        already are skipped); returns how many were applied."""
+        rows = await self._store.feedback(since=self._watermark - SYNC_LOOKBACK_S, limit=MAX_REBUILD_ROWS)
         return sum(self.learn(row) for row in rows)
 
 

@@ -3,6 +3,8 @@ prompt, the tools and the latest turns, never separates a tool call from its res
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from modelyard.providers.base import WireProtocol
@@ -98,3 +100,16 @@ def test_summary_goes_after_the_system_prompt(counter: GGUFCounter) -> None:
     summary = out["messages"][1]
     assert summary["role"] == "system" and "They talked about tides." in summary["content"]
     assert out["messages"][2:] == messages[5:]
+
+
+def test_trim_in_steps_keeps_the_prompt_start_stable_as_the_conversation_grows(counter: GGUFCounter) -> None:
+    starts = []
+    for turns in range(20, 32):
+        body = {"model": "local", "messages": conversation(turns)}
+        plan = plan_trim(body, WireProtocol.OPENAI, counter, 900, step=4)
+        assert plan is not None and plan.prompt_tokens <= 900
+        assert plan.dropped_turns % 4 == 0
+        starts.append(plan.body["messages"][1]["content"])
+    # The first kept turn changes at most once per 4 new turns (one-at-a-time trimming: every turn).
+    changes = sum(1 for a, b in itertools.pairwise(starts) if a != b)
+    assert changes <= len(starts) // 4 + 1

@@ -71,6 +71,11 @@ class ContextConfig(_Strict):
     fallback_models: list[str] = Field(default_factory=list)
     """Larger-context models for ``fallback``, tried in order (default: ``routing.context_fallback``,
     then ``routing.fallbacks``). The first whose window holds the request serves it."""
+    trim_step_turns: int = Field(4, ge=1)
+    """``trim`` drops the oldest turns in steps of this many (default 4), not one at a time, so
+    the start of the prompt stays the same for several turns and prefix caches are reused: a
+    local model's KV cache (otherwise the whole prompt is evaluated again every turn) and the
+    vendors' prompt caches. 1: keep as many turns as fit."""
     tool_outputs: ToolOutputCompression = Field(default_factory=ToolOutputCompression)
     summarize: SummarizeConfig = Field(default_factory=SummarizeConfig)
     tokenizer: Literal["auto", "cl100k_base", "estimate"] = "auto"

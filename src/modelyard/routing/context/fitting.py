@@ -82,13 +82,22 @@ def too_long_error(prompt: int, reserve: int, window: int, where: str, hint: str
 
 
 def plan_trim(
-    body: JSONDict, protocol: WireProtocol, counter: TokenCounter, budget: int, *, keep_share: float = 1.0
+    body: JSONDict,
+    protocol: WireProtocol,
+    counter: TokenCounter,
+    budget: int,
+    *,
+    keep_share: float = 1.0,
+    step: int = 1,
 ) -> TrimPlan | None:
     """Drop the oldest whole turns until the prompt is at most ``budget`` tokens.
 
     With ``keep_share`` < 1 the kept older turns fill at most that share of the room left after
-    the fixed part (system, tools, last turn), leaving headroom for the next turns. None when even
-    the fixed part does not fit.
+    the fixed part (system, tools, last turn), leaving headroom for the next turns. With ``step``
+    > 1 the number of dropped turns is rounded up to a multiple of ``step``: as the conversation
+    grows by a turn at a time, the first kept turn stays the same for several turns, so the
+    prompt's start is stable and prefix caches (llama.cpp's KV cache, vendors' prompt caches)
+    are reused. None when even the fixed part does not fit.
     """
     messages: list[Any] = list(body.get("messages") or [])
     system, turns = split_turns(messages)
@@ -113,6 +122,10 @@ def plan_trim(
             break
         used += cost
         kept_turns.append(turn)
+    if step > 1 and kept_turns:
+        dropped = len(older) - len(kept_turns)
+        rounded = min(len(older), -(-dropped // step) * step)
+        kept_turns = kept_turns[: len(older) - rounded]
     # Per-message sums are close to, not always equal to, the exact count: check, drop more if needed.
     while True:
         kept = keep | {i for turn in kept_turns for i in turn}

@@ -249,7 +249,9 @@ class ContextService:
             )
         if policy == "summarize":
             return await self._summarize(info, body, ctx, client, tightest, reserve, tokens, where)
-        trimmed, dropped = await self._trim(body, client, tightest, window - reserve, 1.0, offload)
+        trimmed, dropped = await self._trim(
+            body, client, tightest, window - reserve, cfg.trim_step_turns, offload
+        )
         if trimmed is None:
             raise too_long_error(tokens, reserve, window, where, self._cannot_trim_hint())
         ctx.context = f"trimmed:{dropped}"
@@ -288,13 +290,13 @@ class ContextService:
         client: WireProtocol,
         profile: DeploymentProfile,
         budget: int,
-        keep_share: float,
+        step: int,
         offload: bool,
     ) -> tuple[JSONDict | None, int]:
         counter = await self._counter(profile.counter)
 
         def run() -> JSONDict | tuple[JSONDict, int] | None:
-            plan = plan_trim(body, client, counter, budget, keep_share=keep_share)
+            plan = plan_trim(body, client, counter, budget, step=step)
             return None if plan is None else (plan.body, plan.dropped)
 
         result = await asyncio.get_running_loop().run_in_executor(None, run) if offload else run()

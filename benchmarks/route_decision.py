@@ -316,6 +316,7 @@ def render(report: dict[str, Any]) -> str:
         "embed_only",
         "decision_uncached",
         "decision_cached",
+        "loop_lateness_idle",
         "loop_lateness_during_uncached",
     ):
         row = lat[name]
@@ -353,5 +354,7 @@ if __name__ == "__main__":
     parser.add_argument("--shots", type=int, default=8, help="example prompts per task")
     parser.add_argument("--per-task", type=int, default=200, help="held-out prompts per task")
     parser.add_argument("--seed", type=int, default=0)
-    result = asyncio.run(main(parser.parse_args()))
+    parser.add_argument("--render", help="only print the tables of an earlier run's route_decision.json")
+    args = parser.parse_args()
+    result = json.loads(Path(args.render).read_text()) if args.render else asyncio.run(main(args))
     print(render(result))

@@ -241,3 +241,62 @@ def test_routes_are_listed_as_models(smart_gateway: GatewayServer) -> None:
         ids = {m.id for m in client.models.list()}
         assert {"auto", "cloudy", "mixy", "local-small"} <= ids
         assert client.models.retrieve("auto").owned_by == "modelyard-route"
+
+
+@pytest.fixture
+def postgres_database() -> Iterator[str]:
+    """A throw-away PostgreSQL database (the gateway keeps its tables in ``public``)."""
+    import os
+    import uuid
+
+    import asyncpg
+
+    from tests.store._support import PG_ENV, PG_HOWTO, run_sync
+
+    dsn = os.environ.get(PG_ENV)
+    if not dsn:
+        pytest.skip(PG_HOWTO)
+    name = f"modelyard_smart_{uuid.uuid4().hex[:12]}"
+
+    async def admin(sql: str) -> None:
+        conn = await asyncpg.connect(dsn, timeout=5)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    run_sync(lambda: admin(f'CREATE DATABASE "{name}"'))
+    try:
+        yield dsn.rsplit("/", 1)[0] + "/" + name
+    finally:
+        run_sync(lambda: admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def test_feedback_survives_a_restart_on_postgresql(
+    postgres_database: str, fake_openai: FakeUpstream, fake_anthropic: FakeUpstream
+) -> None:
+    from tests.fakes.config import ENVIRON
+    from tests.smart.conftest import smart_config
+
+    text = smart_config(Path("unused.db"), fake_openai, fake_anthropic).replace(
+        'storage: {database: "sqlite:///unused.db"}', "storage: {database: env:SMART_TEST_PG}"
+    )
+    assert "env:SMART_TEST_PG" in text
+    environ = {**ENVIRON, "SMART_TEST_PG": postgres_database}
+    first = GatewayServer(text, environ).start()
+    try:
+        with httpx.Client(base_url=first.url, headers=AUTH, timeout=10) as http:
+            ask = {"model": "auto", "messages": [{"role": "user", "content": "iban DE89370400440532013000"}]}
+            ids = [http.post("/v1/chat/completions", json=ask).headers["x-request-id"] for _ in range(2)]
+            assert http.post("/v1/feedback", json={"request_id": ids[0], "score": 0.9}).status_code == 200
+            learned = posterior(http, "auto", "local-small")
+    finally:
+        first.stop()
+    second = GatewayServer(text, environ).start()
+    try:
+        with httpx.Client(base_url=second.url, headers=AUTH, timeout=10) as http:
+            assert posterior(http, "auto", "local-small") == learned
+            late = http.post("/v1/feedback", json={"request_id": ids[1], "thumbs": "down"})
+            assert late.status_code == 200 and late.json()["model"] == "local-small"
+    finally:
+        second.stop()

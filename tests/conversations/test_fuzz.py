@@ -10,7 +10,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 SCALARS = st.one_of(
-    st.none(), st.booleans(), st.integers(-3, 3), st.text(max_size=8), st.floats(allow_nan=False, allow_infinity=False)
+    st.none(),
+    st.booleans(),
+    st.integers(-3, 3),
+    st.text(max_size=8),
+    st.floats(allow_nan=False, allow_infinity=False),
 )
 KINDS = st.sampled_from(
     [

@@ -4,6 +4,7 @@ retrieve, delete, input_items; bad input gets 400/404 in OpenAI's shape."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Any
 
@@ -239,3 +240,19 @@ def test_responses_continue_a_server_side_conversation(oa: openai.OpenAI, http: 
         json={"model": "echo", "input": "x", "conversation": cid, "previous_response_id": first.id},
     )
     assert r.status_code == 400 and r.json()["error"]["param"] == "conversation"
+
+
+def test_responses_are_in_the_ledger_and_request_log(oa: openai.OpenAI, http: httpx.Client) -> None:
+    raw = oa.responses.with_raw_response.create(model="echo", input="count me")
+    request_id = raw.headers["x-request-id"]
+    assert raw.headers["x-modelyard-deployment"] and float(raw.headers["x-modelyard-overhead-ms"]) >= 0
+    deadline = time.monotonic() + 10
+    while True:
+        ledger = http.get("/admin/ledger", params={"request_id": request_id}).json()["data"]
+        logged = http.get(f"/admin/requests/{request_id}")
+        if (ledger and logged.status_code == 200) or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert ledger and ledger[0]["tokens_out"] > 0
+    assert logged.status_code == 200 and logged.json()["request"]["path"] == "/v1/responses"
+    assert logged.json()["request"]["operation"] == "chat"

@@ -24,6 +24,8 @@ OPERATIONS = {
     "/chat/completions": "chat",
     "/v1/messages": "chat",
     "/messages": "chat",
+    "/v1/responses": "chat",  # the Responses API, served as chat (modelyard.api.responses)
+    "/responses": "chat",
     "/v1/embeddings": "embeddings",
     "/embeddings": "embeddings",
     "/v1/messages/count_tokens": "count_tokens",

@@ -324,3 +324,21 @@ def test_bad_conversation_ids(
         headers={**headers, "anthropic-version": "2023-06-01"},
     )
     assert r.status_code == status and r.json()["type"] == "error"
+
+
+def test_a_rotated_key_keeps_its_conversations(gw: Any, http: httpx.Client) -> None:
+    cid = _cid()
+    old_key, old_id = new_key(http, team_id="team-r")
+    with openai.OpenAI(base_url=gw.url + "/v1", api_key=old_key, max_retries=0, timeout=10) as old:
+        old.chat.completions.create(
+            model="echo",
+            messages=[{"role": "user", "content": "before"}],
+            extra_body={"conversation_id": cid},
+        )
+    r = http.post(f"/admin/keys/{old_id}/rotate", json={"overlap_s": 0})
+    assert r.status_code == 201, r.text
+    with openai.OpenAI(base_url=gw.url + "/v1", api_key=r.json()["key"], max_retries=0, timeout=10) as new:
+        new.chat.completions.create(
+            model="echo", messages=[{"role": "user", "content": "after"}], extra_body={"conversation_id": cid}
+        )
+    assert _stored(http, cid)["turns"] == 2

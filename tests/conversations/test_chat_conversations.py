@@ -342,3 +342,27 @@ def test_a_rotated_key_keeps_its_conversations(gw: Any, http: httpx.Client) -> N
             model="echo", messages=[{"role": "user", "content": "after"}], extra_body={"conversation_id": cid}
         )
     assert _stored(http, cid)["turns"] == 2
+
+
+def test_streams_translated_across_protocols_are_stored(
+    oa: openai.OpenAI, an: anthropic.Anthropic, http: httpx.Client
+) -> None:
+    """An Anthropic client streaming from an OpenAI-protocol model, then an OpenAI client streaming
+    from an Anthropic-protocol model: both answers, rebuilt from the translated streams, are stored."""
+    cid = _cid()
+    with an.messages.stream(
+        model="echo",
+        max_tokens=20,
+        messages=[{"role": "user", "content": "first"}],
+        extra_body={"conversation_id": cid},
+    ) as stream:
+        assert stream.get_final_text() == "echo: first"
+    chunks = oa.chat.completions.create(
+        model="an-echo",
+        messages=[{"role": "user", "content": "second"}],
+        stream=True,
+        extra_body={"conversation_id": cid},
+    )
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "echo: second"
+    stored = _stored(http, cid)
+    assert [m["content"] for m in stored["messages"]] == ["first", "echo: first", "second", "echo: second"]

@@ -147,8 +147,8 @@ class RouteConfig(_Strict):
     """The knob (0..1): choose the cheapest candidate whose expected quality is at least this
     (default 0.7). Higher: more traffic to stronger, costlier models."""
     quality: dict[str, float] = Field(default_factory=dict)
-    """Prior expected quality per candidate, 0..1 (default: spread from 0.5 for the cheapest to
-    0.9 for the costliest). Feedback moves it."""
+    """Prior expected quality per candidate, 0..1 (default: 0.5 for local models; cloud models
+    spread from 0.6 for the cheapest to 0.9 for the costliest). Feedback moves it."""
     tasks: dict[str, TaskConfig] = Field(default_factory=dict)
     """Task name → examples and model."""
     min_confidence: float = Field(0.5, ge=0, le=1)

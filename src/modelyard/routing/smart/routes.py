@@ -14,8 +14,11 @@ from modelyard.routing.smart.bandit import Bandit
 from modelyard.routing.smart.tasks import TaskClassifier, examples_for
 
 AUTO_ROUTE = "auto"
-PRIOR_LOW, PRIOR_HIGH = 0.5, 0.9
-"""Prior quality of the cheapest and the costliest candidate when the config gives none."""
+PRIOR_LOCAL = 0.5
+"""Prior quality of a local candidate when the config gives none: local models are usually the
+small ones (and a CPU-bound local model can even cost more per token than a small cloud one)."""
+PRIOR_LOW, PRIOR_HIGH = 0.6, 0.9
+"""Prior quality of the cheapest and the costliest cloud candidate when the config gives none."""
 
 LineOf = Callable[[tuple[int | str, ...]], str]
 """Where a config location is, as ``file:line`` (given by the loader)."""
@@ -183,11 +186,15 @@ def build_route(
         (Candidate(m, cost_of(m), local_of(m), 0.0) for m in names), key=lambda c: (c.cost_pico, not c.local)
     )
     top = max((c.cost_pico for c in candidates), default=0)
-    costs = sorted({c.cost_pico for c in candidates})
+    cloud_costs = sorted({c.cost_pico for c in candidates if not c.local})
     for c in candidates:
         c.relative_cost = c.cost_pico / top if top else 0.0
-        rank = costs.index(c.cost_pico) / (len(costs) - 1) if len(costs) > 1 else 1.0
-        c.prior = config.quality.get(c.name, PRIOR_LOW + (PRIOR_HIGH - PRIOR_LOW) * rank)
+        if c.local:
+            default = PRIOR_LOCAL
+        else:
+            rank = cloud_costs.index(c.cost_pico) / (len(cloud_costs) - 1) if len(cloud_costs) > 1 else 1.0
+            default = PRIOR_LOW + (PRIOR_HIGH - PRIOR_LOW) * rank
+        c.prior = config.quality.get(c.name, default)
     b: BanditConfig = config.bandit
     bandit = Bandit(
         {c.name: c.prior for c in candidates},

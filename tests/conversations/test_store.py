@@ -15,6 +15,7 @@ from modelyard.conversations.model import (
     TurnOptions,
 )
 from modelyard.conversations.retention import ConversationPurger
+from modelyard.store._conversations_sql import PURGE_CHUNK
 from modelyard.store.base import Store
 from tests.store._support import Backend, run_sync
 
@@ -167,5 +168,22 @@ def test_the_retention_purge_uses_retention_days(backend: Backend) -> None:
         assert [r.id for r in await store.response_chain("resp_fresh", 5)] == ["resp_fresh"]
         assert await store.response_chain("resp_stale", 5) == []
         assert purger.purged == 2 and await purger.purge_now() == 0
+
+    _run(backend, check)
+
+
+def test_the_purge_works_through_more_than_one_chunk(backend: Backend) -> None:
+    async def check(store: Store) -> None:
+        count = PURGE_CHUNK + 50
+        await asyncio.gather(
+            *(
+                store.append_conversation(
+                    f"old-{n}", [_user("x")], TurnOptions(now=1.0, max_turns=5, create_for=ALICE)
+                )
+                for n in range(count)
+            )
+        )
+        assert await store.purge_conversations(2.0) == count
+        assert await store.list_conversations(ConversationScope(), limit=10) == []
 
     _run(backend, check)

@@ -57,6 +57,7 @@ RESPONSE_COLUMNS = (
     "input_items",
 )
 Placeholder = Callable[[int], str]
+PURGE_CHUNK = 1000
 
 
 def migration(s: str, real: str, integer: str) -> tuple[str, ...]:
@@ -176,12 +177,19 @@ class Statements:
         self.trim_items = f"DELETE FROM {self.t_items} WHERE conversation_id = {p(1)} AND turn <= {p(2)}"
         self.delete_items = f"DELETE FROM {self.t_items} WHERE conversation_id = {p(1)}"
         self.delete_conv = f"DELETE FROM {self.t_conv} WHERE id = {p(1)}"
-        self.purge_items = (
-            f"DELETE FROM {self.t_items} WHERE conversation_id IN "
-            f"(SELECT id FROM {self.t_conv} WHERE updated_at < {p(1)})"
+        # The purge works in chunks of PURGE_CHUNK conversations (or responses) per transaction,
+        # so the write lock is never held for long. The age is checked again on the row itself: a
+        # conversation continued meanwhile is kept (PostgreSQL re-checks it after a row lock).
+        old_convs = (
+            f"SELECT id FROM {self.t_conv} WHERE updated_at < {p(1)} ORDER BY updated_at LIMIT {PURGE_CHUNK}"
         )
-        self.purge_convs = f"DELETE FROM {self.t_conv} WHERE updated_at < {p(1)}"
-        self.purge_responses = f"DELETE FROM {self.t_resp} WHERE created_at < {p(1)}"
+        self.purge_convs = (
+            f"DELETE FROM {self.t_conv} WHERE id IN ({old_convs}) AND updated_at < {p(1)} RETURNING id"
+        )
+        old_responses = (
+            f"SELECT id FROM {self.t_resp} WHERE created_at < {p(1)} ORDER BY created_at LIMIT {PURGE_CHUNK}"
+        )
+        self.purge_responses = f"DELETE FROM {self.t_resp} WHERE id IN ({old_responses})"
         self.insert_response = (
             f"INSERT INTO {self.t_resp} ({resp_cols}) "
             f"VALUES ({', '.join(p(i + 1) for i in range(len(RESPONSE_COLUMNS)))}) "
@@ -304,11 +312,15 @@ def sqlite_delete(conversation_id: str, conn: sqlite3.Connection) -> bool:
     return conn.execute(SQLITE.delete_conv, (conversation_id,)).rowcount > 0
 
 
-def sqlite_purge(before: float, conn: sqlite3.Connection) -> int:
-    conn.execute(SQLITE.purge_items, (before,))
-    deleted = conn.execute(SQLITE.purge_convs, (before,)).rowcount
-    deleted += conn.execute(SQLITE.purge_responses, (before,)).rowcount
-    return int(deleted)
+def sqlite_purge_chunk(before: float, conn: sqlite3.Connection) -> int:
+    """One chunk of the purge: old conversations (then their items) and old stored responses."""
+    ids = [row[0] for row in conn.execute(SQLITE.purge_convs, (before, before)).fetchall()]
+    if ids:
+        conn.execute(
+            f"DELETE FROM {SQLITE.t_items} WHERE conversation_id IN (SELECT value FROM json_each(?))",
+            (_dumps(ids),),
+        )
+    return len(ids) + int(conn.execute(SQLITE.purge_responses, (before,)).rowcount)
 
 
 def sqlite_put_response(response: StoredResponse, conn: sqlite3.Connection) -> None:
@@ -408,11 +420,18 @@ class PostgresConversations:
             return _count(await conn.execute(self.sql.delete_conv, conversation_id)) > 0
 
     async def purge(self, pool: asyncpg.Pool, before: float) -> int:
-        async with pool.acquire() as conn, conn.transaction():
-            await conn.execute(self.sql.purge_items, before)
-            deleted = _count(await conn.execute(self.sql.purge_convs, before))
-            deleted += _count(await conn.execute(self.sql.purge_responses, before))
-        return deleted
+        total = 0
+        while True:  # one short transaction per chunk
+            async with pool.acquire() as conn, conn.transaction():
+                ids = [row[0] for row in await conn.fetch(self.sql.purge_convs, before)]
+                if ids:
+                    await conn.execute(
+                        f"DELETE FROM {self.sql.t_items} WHERE conversation_id = ANY($1::text[])", ids
+                    )
+                deleted = len(ids) + _count(await conn.execute(self.sql.purge_responses, before))
+            total += deleted
+            if deleted == 0:
+                return total
 
     async def put_response(self, pool: asyncpg.Pool, response: StoredResponse) -> None:
         await pool.execute(self.sql.insert_response, *response_to_row(response))

@@ -532,7 +532,13 @@ class SqliteStore(BatchingStore):
         return await self._in_writer(self._write(partial(_conversations_sql.sqlite_delete, conversation_id)))
 
     async def purge_conversations(self, before: float) -> int:
-        return await self._in_writer(self._write(partial(_conversations_sql.sqlite_purge, before)))
+        total = 0
+        while True:  # one short transaction per chunk
+            work = partial(_conversations_sql.sqlite_purge_chunk, before)
+            deleted = await self._in_writer(self._write(work))
+            total += deleted
+            if deleted == 0:
+                return total
 
     async def put_response(self, response: StoredResponse) -> None:
         await self._in_writer(self._write(partial(_conversations_sql.sqlite_put_response, response)))

@@ -78,8 +78,13 @@ def test_auto_answers_through_the_anthropic_sdk(smart_gateway: GatewayServer) ->
 def test_decisions_are_counted_in_metrics_and_in_the_request_log(http: httpx.Client) -> None:
     response = http.post("/v1/chat/completions", json={"model": "auto", "messages": HELLO})
     request_id = response.headers["x-request-id"]
+    refused = http.post(
+        "/v1/chat/completions", json={"model": "cloudy", "messages": [{"role": "user", "content": "x@y.io"}]}
+    )
+    assert refused.status_code == 403
     metrics = http.get("/metrics").text
     assert 'modelyard_smart_route_decisions_total{model="cloud-mini",reason="target",route="auto"}' in metrics
+    assert 'modelyard_smart_route_decisions_total{model="",reason="refused",route="cloudy"}' in metrics
     row: dict[str, Any] = {}
     for _ in range(100):
         found = http.get(f"/admin/requests/{request_id}")

@@ -60,7 +60,7 @@ def test_a_sure_task_pins_its_model_and_an_unsure_one_takes_the_fallback() -> No
     sure = Analysis(TaskGuess("code", "code", 0.9, 0.6))
     d = choose(r, Restriction(), sure, ["small", "mid", "big"])  # type: ignore[arg-type]
     assert (d.model, d.reason, d.task) == ("big", "task:code", "code")
-    assert "code(code 0.90)" in d.detail
+    assert "task=code(code 0.90 sim=0.60)" in d.detail
     unsure = Analysis(TaskGuess(None, "code", 0.4, 0.3))
     d = choose(r, Restriction(), unsure, ["small", "mid", "big"])  # type: ignore[arg-type]
     assert (d.model, d.reason, d.task) == ("mid", "fallback", "")

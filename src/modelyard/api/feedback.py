@@ -18,6 +18,8 @@ async def feedback(
         ctx.dialect = Dialect.ANTHROPIC  # errors in the Anthropic shape for Anthropic clients
     if state.smart is None:
         raise NotFoundError("no smart routes are configured, so there is nothing to give feedback on")
+    if isinstance(body.get("comment"), str):
+        body = {**body, "comment": state.redact(body["comment"])}  # no key-shaped strings at rest
     answer = await submit_feedback(state.smart, state.store, ctx.principal, body)
     await send_json(send, 200, answer, ctx)
 

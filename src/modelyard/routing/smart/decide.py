@@ -172,7 +172,9 @@ def choose(
     task = guess.task if guess is not None and guess.task is not None else NO_TASK
     detail = ""
     if guess is not None:
-        detail = f"task={guess.task or 'unsure'}({guess.best} {guess.confidence:.2f})"
+        detail = (
+            f"task={guess.task or 'unsure'}({guess.best} {guess.confidence:.2f} sim={guess.similarity:.2f})"
+        )
     elif analysis.unavailable:
         detail = f"task=unavailable({analysis.unavailable})"
     model: str | None = None

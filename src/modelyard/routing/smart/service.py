@@ -22,7 +22,7 @@ from typing import Any
 
 from modelyard.accounting.pricebook import PriceBook
 from modelyard.config.load import RuntimeConfig
-from modelyard.errors import GatewayError, ModelNotFoundError
+from modelyard.errors import GatewayError, ModelNotFoundError, PermissionDeniedError
 from modelyard.providers.base import WireProtocol
 from modelyard.providers.registry import Registry
 from modelyard.routing.router import Router
@@ -220,7 +220,11 @@ class SmartRouting:
         route = self.route_of(body.get("model"))
         if route is None:
             return body
-        decision = await self.decide(route, body, ctx)
+        try:
+            decision = await self.decide(route, body, ctx)
+        except PermissionDeniedError:
+            ctx.route_name, ctx.route_reason = route.name, "refused"  # counted and logged as such
+            raise
         self._record(decision, ctx)
         return {**body, "model": decision.model}
 

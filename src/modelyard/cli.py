@@ -128,6 +128,12 @@ def check_config(
         )
         aliases = f" (aliases: {', '.join(model.aliases)})" if model.aliases else ""
         typer.echo(f"  {model.name}{aliases} -> {deps}")
+    for name, route in runtime.routes.items():  # smart routes (docs/smart-routing.md)
+        tasks = ", ".join(f"{t}->{c.model or '?'}" for t, c in route.tasks.items()) or "none"
+        typer.echo(
+            f"  route {name} -> {', '.join(route.candidates) or 'every chat model'} "
+            f"(quality_target {route.quality_target:g}; tasks: {tasks}; rules: {len(route.rules)})"
+        )
 
 
 @app.command()
@@ -214,9 +220,11 @@ def _register_admin_commands() -> None:
     from modelyard.cli_admin import keys_app, spend
     from modelyard.cli_router import router_app
     from modelyard.cli_top import top
+    from modelyard.conversations.cli import conversations_app
 
     app.add_typer(keys_app, name="keys")
     app.add_typer(router_app, name="router")
+    app.add_typer(conversations_app, name="conversations")
     app.command("spend")(spend)
     app.command("top")(top)
 

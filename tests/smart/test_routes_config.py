@@ -3,6 +3,8 @@ fix them, and the zero-config ``auto`` route."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from modelyard.config.load import load_config
@@ -113,3 +115,23 @@ def test_auto_route_can_be_turned_off_or_replaced() -> None:
     assert replaced.routes["auto"].candidates == ["big"]
     named = load_config(MODELS.replace("name: big", "name: auto"), environ={})
     assert "auto" not in named.routes  # a model called auto wins
+
+
+def test_check_config_shows_routes_and_their_problems(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from modelyard.cli import app
+
+    good = tmp_path / "good.yaml"
+    good.write_text(
+        MODELS + "routes:\n  r: {candidates: [small, big], tasks: {extraction: {model: small}}}\n"
+    )
+    result = CliRunner().invoke(app, ["check-config", str(good)])
+    assert result.exit_code == 0, result.output
+    assert "route r -> small, big (quality_target 0.7; tasks: extraction->small; rules: 0)" in result.output
+    assert "route auto -> small, big" in result.output
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(MODELS + "routes:\n  r: {candidates: [nope]}\n")
+    result = CliRunner().invoke(app, ["check-config", str(bad)])
+    assert result.exit_code != 0
+    assert "bad.yaml:11: candidate 'nope' is not a served chat model" in result.output

@@ -294,3 +294,28 @@ def test_no_answer_crosses_tenants(cached_gateway: Any, admin: httpx.Client) -> 
         for messages in prompts[:50]:
             assert ask(red, "echo", messages)[0] == "hit"
             assert ask(blue, "echo", messages)[0] == "hit"
+
+
+def test_cache_metrics_and_request_log(oa: openai.OpenAI, cached_gateway: Any, admin: httpx.Client) -> None:
+    messages = prompt()
+    ask(oa, "oa-text", messages)
+    _, hit = ask(oa, "oa-text", messages)
+    ask(oa, "uncached", messages)
+    metrics = httpx.get(cached_gateway.url + "/metrics").text
+    assert 'modelyard_cache_requests_total{kind="exact",model="oa-text",result="hit"}' in metrics
+    assert 'modelyard_cache_requests_total{kind="exact",model="oa-text",result="miss"}' in metrics
+    assert 'model="uncached"' not in "\n".join(
+        line for line in metrics.splitlines() if line.startswith("modelyard_cache_requests_total")
+    )
+    assert 'modelyard_cache_lookup_seconds_count{kind="exact"}' in metrics
+    request_id = hit.headers["x-request-id"]
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        response = admin.get(f"/admin/requests/{request_id}")
+        if response.status_code == 200:
+            break
+        time.sleep(0.1)
+    assert response.status_code == 200, response.text
+    detail = response.json()
+    assert detail["request"]["cache"] == "hit"
+    assert [row["deployment"] for row in detail["ledger"]] == ["cache:exact"]

@@ -228,3 +228,45 @@ def test_config_errors_say_how_to_fix_them() -> None:
     )
     assert config.cache_redis_url == "redis://127.0.0.1:6379/0"  # falls back to the rate limiter's Redis
     assert load_config(None, environ={}).cache.enabled is False  # zero config: no cache
+
+
+class _SlowEmbedder:
+    """Fault injection: an embedder that takes too long, or fails."""
+
+    def __init__(self, delay_s: float, fail: bool = False) -> None:
+        self.delay_s, self.fail = delay_s, fail
+
+    async def start(self) -> None:
+        return None
+
+    async def encode(self, texts: list[str]) -> np.ndarray:
+        await asyncio.sleep(self.delay_s)
+        if self.fail:
+            raise RuntimeError("embedding model crashed")
+        return np.stack([_unit(len(t)) for t in texts])
+
+
+@pytest.mark.parametrize("embedder", [_SlowEmbedder(1.0), _SlowEmbedder(0, fail=True)])
+async def test_a_slow_or_failing_embedder_turns_semantic_lookups_into_misses(embedder: _SlowEmbedder) -> None:
+    from modelyard.cache.service import ResponseCache
+    from modelyard.routing.usage import Usage
+
+    config = CacheConfig.model_validate(
+        {"enabled": True, "semantic": {"enabled": True, "lookup_timeout_s": 0.05}}
+    )
+    cache = ResponseCache(
+        config,
+        policies_for(config, {"m": None}),
+        MemoryBackend(max_entries=10, max_bytes=1 << 20),
+        embedder=embedder,
+    )
+    body = {"model": "m", "messages": [{"role": "user", "content": "hello"}]}
+    started = asyncio.get_running_loop().time()
+    found = await cache.lookup("m", OA, body, None, {})
+    assert found is not None and found.result == "miss" and found.vectors is None
+    assert asyncio.get_running_loop().time() - started < 0.5
+    cache.store(found, OA, recording("openai", "rec-text.json"), Usage())
+    await cache.drain()
+    again = await cache.lookup("m", OA, body, None, {})
+    assert again is not None and again.result == "hit" and again.kind == "exact"  # exact caching goes on
+    await cache.aclose()

@@ -248,7 +248,14 @@ class ResponseCache:
         if conversation.context:
             texts.append(conversation.context[-CONTEXT_CHARS:])
         try:
-            vectors = await self.embedder.encode(texts)
+            await self.embedder.start()  # loads the model once (outside the lookup's time limit)
+            async with asyncio.timeout(self.config.semantic.lookup_timeout_s):
+                vectors = await self.embedder.encode(texts)
+        except TimeoutError:
+            log.info(
+                "semantic lookup gave up after %gs: answered as a miss", self.config.semantic.lookup_timeout_s
+            )
+            return
         except Exception as exc:
             if not self._embedding_failed:
                 log.warning("semantic cache off: the embedding model failed (%s); exact caching goes on", exc)

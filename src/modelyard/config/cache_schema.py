@@ -50,6 +50,9 @@ class SemanticCacheConfig(_Strict):
     include_tools: bool = False
     """Also answer requests that carry tools by meaning (default false: a tool call's arguments
     usually depend on details a paraphrase changes)."""
+    lookup_timeout_s: float = Field(0.25, gt=0)
+    """The most a semantic lookup (embedding the request, searching) may add to a request; past
+    it the request goes on as a miss (default 0.25 s; measured p50 ~20 ms on 2 busy cores)."""
 
 
 class SemanticOverride(_Strict):

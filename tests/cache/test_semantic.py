@@ -94,3 +94,31 @@ def test_requests_with_tools_skip_the_semantic_cache_unless_enabled(
     assert ask(oa, model, user("Where's my most recent order?"), tools=TOOLS)[0] == expected
     # The exact cache still serves exact repeats either way.
     assert ask(oa, model, user("Where is my most recent order?"), tools=TOOLS)[0] == "hit"
+
+
+def test_semantic_hits_stay_within_a_tenant_and_are_booked_as_such(cached_gateway: Any, admin: Any) -> None:
+    clients = []
+    for team in ("green", "amber"):
+        response = admin.post("/admin/keys", json={"name": f"sem-{team}", "team_id": f"team-{team}"})
+        assert response.status_code == 201, response.text
+        clients.append(
+            openai.OpenAI(base_url=cached_gateway.url + "/v1", api_key=response.json()["key"], max_retries=0)
+        )
+    green, amber = clients
+    with green, amber:
+        assert ask(green, "sem", user("How do I reset my password?"))[0] == "miss"
+        settle()
+        # The other team: neither the same words nor a paraphrase reach green's answer.
+        assert ask(amber, "sem", user("How can I reset my password?"))[0] == "miss"
+        raw = green.chat.completions.with_raw_response.create(
+            model="sem", messages=user("How can I reset my password?")
+        )
+        assert raw.headers["x-modelyard-cache"] == "hit"
+        assert raw.headers["x-modelyard-deployment"] == "cache:semantic"
+    request_id = raw.headers["x-request-id"]
+    deadline = time.monotonic() + 10
+    rows: list[Any] = []
+    while not rows and time.monotonic() < deadline:
+        rows = admin.get("/admin/ledger", params={"request_id": request_id}).json()["data"]
+        time.sleep(0.05)
+    assert [(r["deployment"], r["cost_nano"], r["status"]) for r in rows] == [("cache:semantic", 0, "ok")]

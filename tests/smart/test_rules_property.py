@@ -165,6 +165,19 @@ def _send(http: httpx.Client, api: str, body: dict[str, Any], headers: dict[str,
     return http.post("/v1/messages", json=body, headers={"anthropic-version": "2023-06-01", **headers})
 
 
+def ledger_rows(http: httpx.Client, request_id: str) -> list[dict[str, Any]]:
+    """The request's ledger rows, once settled (settlement is batched: wait for it)."""
+    for _ in range(200):
+        rows: list[dict[str, Any]] = (
+            http.get("/admin/ledger", params={"request_id": request_id}, headers=AUTH).json().get("data")
+            or []
+        )
+        if rows:
+            return rows
+        time.sleep(0.02)
+    return []
+
+
 @pytest.fixture
 def clean(fake_openai: FakeUpstream, fake_anthropic: FakeUpstream) -> tuple[FakeUpstream, FakeUpstream]:
     fake_openai.clear()
@@ -211,6 +224,13 @@ def test_restricted_requests_never_reach_a_cloud_deployment(
     with httpx.Client(base_url=smart_gateway.url, timeout=10) as http:
         response = _send(http, api, body, headers)
         text = response.read()
+        attempts = ledger_rows(http, response.headers["x-request-id"])
+    # The attempt log: every attempt went to a local deployment (a refusal has only its
+    # "refused" row, attempt 0, no deployment).
+    assert attempts, "no ledger row for the request"
+    assert all(
+        row["local"] and row["deployment"].startswith("fake/") for row in attempts if row["attempt"]
+    ), attempts
     assert [r.path for r in clean[0].requests] == [] and [r.path for r in clean[1].requests] == [], (
         f"a restricted request reached a cloud upstream: {body}"
     )

@@ -30,6 +30,7 @@ from modelyard.routing.smart.decide import (
     Analysis,
     Decision,
     PromptCache,
+    Scan,
     allowed_candidates,
     analyse,
     choose,
@@ -38,7 +39,7 @@ from modelyard.routing.smart.decide import (
     scan,
 )
 from modelyard.routing.smart.routes import Route, build_route, router_path
-from modelyard.routing.smart.rules import request_facts
+from modelyard.routing.smart.rules import Restriction, request_facts
 from modelyard.routing.smart.tasks import TaskClassifier
 from modelyard.store._feedback_sql import DecisionRow, FeedbackRow
 from modelyard.store.base import Store
@@ -183,7 +184,10 @@ class SmartRouting:
         """The decision for one request (see modelyard.routing.smart.decide)."""
         loop = asyncio.get_running_loop()
         facts = request_facts(body, ctx.headers, ctx.principal)
-        found = await loop.run_in_executor(self._pool(), scan, route, body, facts)
+        if route.config.rules or route.task_examples or route.config.router is not None:
+            found = await loop.run_in_executor(self._pool(), scan, route, body, facts)
+        else:
+            found = Scan(Restriction(), "")  # nothing reads the content: no thread hop
         key = getattr(ctx.principal, "key", None)
         key_models = getattr(key, "models", None)
         allowed = allowed_candidates(route, found.restriction, key_models)

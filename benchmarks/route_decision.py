@@ -160,6 +160,47 @@ async def encode_all(smart: SmartRouting, texts: list[str], batch: int = 32) -> 
     return np.concatenate(out)
 
 
+async def concurrently(fn: Any, items: list[Any], clients: int) -> dict[str, Any]:
+    """Run ``fn(item)`` for every item from ``clients`` concurrent workers: latency and rate."""
+    queue = list(items)
+    timings: list[float] = []
+
+    async def worker() -> None:
+        while queue:
+            item = queue.pop()
+            start = time.perf_counter()
+            await fn(item)
+            timings.append((time.perf_counter() - start) * 1000)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(clients)))
+    wall = time.perf_counter() - start
+    return {**quantiles(timings), "per_s": round(len(items) / wall, 2)}
+
+
+async def latency_concurrent(smart: SmartRouting, prompts: list[str], clients: int) -> dict[str, Any]:
+    """New prompts from ``clients`` concurrent callers: the embedding alone, one call each (the
+    baseline), against whole decisions (whose embeddings are micro-batched)."""
+    route = smart.routes["auto"]
+    smart._batcher.batches = smart._batcher.texts = 0
+    half = len(prompts) // 2
+    embed = await concurrently(lambda p: smart._encode([p[:2000]]), prompts[:half], clients)
+    counter = iter(range(10**9))
+    decide = await concurrently(
+        lambda p: smart.decide(
+            route, {"model": "auto", "messages": [{"role": "user", "content": p}]}, Ctx(f"k{next(counter)}")
+        ),
+        prompts[half:],
+        clients,
+    )
+    return {
+        f"embed_only_c{clients}": embed,
+        f"decision_uncached_c{clients}": decide,
+        "batches": smart._batcher.batches,
+        "batched_texts": smart._batcher.texts,
+    }
+
+
 async def latency(smart: SmartRouting, prompts: list[str]) -> dict[str, Any]:
     route = smart.routes["auto"]
     bodies = [{"model": "auto", "messages": [{"role": "user", "content": p}]} for p in prompts]
@@ -293,6 +334,11 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         ]
         report["prompt_source"] = "synthetic"
     report["latency"] = await latency(smart, prompts)
+    others = [p for p in (pool if present else []) if p not in set(prompts)]
+    fresh = (
+        random.Random(args.seed + 1).sample(others, min(len(others), args.decisions)) if others else prompts
+    )
+    report["concurrent"] = await latency_concurrent(smart, fresh, args.clients)
     if present:
         report["accuracy"] = await accuracy(smart, data, args.shots, args.per_task, args.seed)
     report["rss_mib_end"] = round(rss_mib(), 1)
@@ -324,6 +370,19 @@ def render(report: dict[str, Any]) -> str:
             f"| {name} | {row['p50_ms']:.3f} | {row['p90_ms']:.3f} | {row['p99_ms']:.3f} | {row['max_ms']:.2f} "
             f"| {row['p50_ms'] / base:.2f} |"
         )
+    if "concurrent" in report:
+        conc = report["concurrent"]
+        lines += [
+            "",
+            "| concurrent series (new prompts) | p50 ms | p99 ms | per second |",
+            "|---|---:|---:|---:|",
+        ]
+        for name, row in conc.items():
+            if isinstance(row, dict):
+                lines.append(f"| {name} | {row['p50_ms']:.1f} | {row['p99_ms']:.1f} | {row['per_s']:.1f} |")
+        lines.append(
+            f"| (decisions' embeddings: {conc['batched_texts']} prompts in {conc['batches']} model runs) | | | |"
+        )
     if "accuracy" in report:
         acc = report["accuracy"]
         lines += ["", "| task | accuracy | 95% CI |", "|---|---:|---|"]
@@ -351,6 +410,7 @@ if __name__ == "__main__":
     parser.add_argument("--out", default="benchmarks/out/route_decision")
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "routing"))
     parser.add_argument("--decisions", type=int, default=400, help="prompts per latency series")
+    parser.add_argument("--clients", type=int, default=8, help="concurrent callers of the concurrent series")
     parser.add_argument("--shots", type=int, default=8, help="example prompts per task")
     parser.add_argument("--per-task", type=int, default=200, help="held-out prompts per task")
     parser.add_argument("--seed", type=int, default=0)

@@ -190,3 +190,33 @@ def test_decisions_are_deterministic_given_a_router_file_across_processes(router
         check=True,
     )
     assert child.stdout.splitlines() == mine
+
+
+def test_a_candidate_named_by_an_alias_keeps_its_locality(tmp_path: Path) -> None:
+    config = tmp_path / "modelyard.yaml"
+    config.write_text(
+        """\
+embedded_models: false
+cloud_models_from_env: false
+models:
+  - {name: small, aliases: [tiny], deployments: [{provider: fake, model: echo, tags: [local]}]}
+  - name: big
+    deployments: [{provider: fake, model: echo, pricing: {input_per_mtok: 3, output_per_mtok: 15}}]
+routes:
+  auto:
+    candidates: [tiny, big]
+    rules: [{name: pii, when: {pii: [email]}}]
+"""
+    )
+
+    async def run() -> list[str]:
+        smart, store = build(config, tmp_path / "alias.db")
+        await store.open()
+        try:
+            decisions = await decide_all(smart, "auto", ["write to a@b.io", "hello"])
+        finally:
+            await smart.aclose()
+            await store.aclose()
+        return [f"{d.model} {d.local_only}" for d in decisions]
+
+    assert asyncio.run(run()) == ["tiny True", "big False"]

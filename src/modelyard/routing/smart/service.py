@@ -100,7 +100,12 @@ class SmartRouting:
         )
         for name, route_config in getattr(config, "routes", {}).items():
             self.routes[name] = build_route(
-                name, route_config, chat, cost, lambda m: local.get(m, False), rng=self._rng
+                name,
+                route_config,
+                chat,
+                cost,
+                lambda m: local.get(router.group(m).name, False),
+                rng=self._rng,
             )
         self.cache = {name: PromptCache(r.config.cache_size) for name, r in self.routes.items()}
         self.decisions: OrderedDict[str, Decision] = OrderedDict()
@@ -112,7 +117,6 @@ class SmartRouting:
         self._ready: asyncio.Task[None] | None = None
         self._queue: list[DecisionRow] = []
         self._writer: asyncio.Task[None] | None = None
-        self._wake: asyncio.Event | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
     def _pool(self) -> ThreadPoolExecutor:
@@ -129,7 +133,6 @@ class SmartRouting:
             await self.rebuild()
         except Exception as exc:  # the gateway still routes, on priors
             log.warning("could not rebuild the routing bandits from stored feedback: %s", exc)
-        self._wake = asyncio.Event()
         self._writer = asyncio.create_task(self._write_loop())
         self._ready = asyncio.create_task(self._prepare())
 

@@ -53,6 +53,14 @@ models:
       policy: summarize
       reserve_tokens: 64
       summarize: {{model: local, max_summary_tokens: 48}}
+  - name: chat-sum-broken
+    deployments:
+      - {{provider: openai, model: rec-text, base_url: "{openai_url}", api_key: env:TEST_OPENAI_KEY,
+          context_window: {window}}}
+    context: {{policy: summarize, reserve_tokens: 64, summarize: {{model: broken}}}}
+  - name: broken
+    deployments: [{{provider: fake, model: error-500}}]
+    routing: {{max_attempts: 1}}
   - name: gpt-4
     deployments:
       - {{provider: openai, model: gpt-4, base_url: "{openai_url}", api_key: env:TEST_OPENAI_KEY}}

@@ -117,6 +117,20 @@ def test_fallback_without_a_larger_model_says_so(context_gateway: GatewayServer)
     assert "No larger-context model holds it" in str(caught.value)
 
 
+def test_a_failing_summarizer_falls_back_to_trim_and_says_so(
+    context_gateway: GatewayServer, upstreams: tuple[FakeUpstream, FakeUpstream]
+) -> None:
+    fake_openai, _ = upstreams
+    raw = _openai(context_gateway).chat.completions.with_raw_response.create(
+        model="chat-sum-broken", messages=conversation(24), max_tokens=32
+    )
+    header = raw.headers["x-modelyard-context"]
+    assert header.startswith("trimmed:") and header.endswith(";summarizer-failed"), header
+    sent = fake_openai.last().json["messages"]
+    assert sent[0] == conversation(24)[0] and sent[-1] == conversation(24)[-1]
+    assert not any("Summary of the earlier" in str(m.get("content")) for m in sent)
+
+
 def test_summarize_calls_the_local_model_once_per_prefix_and_reuses_it(
     context_gateway: GatewayServer, upstreams: tuple[FakeUpstream, FakeUpstream]
 ) -> None:

@@ -18,6 +18,8 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
+from typing import TypeVar
 
 import orjson
 
@@ -67,6 +69,7 @@ log = logging.getLogger("modelyard.context")
 Summarizer = Callable[[JSONDict, RequestContext], Awaitable[str]]
 """Calls the summarizer model with an OpenAI chat body; returns the summary text."""
 
+T = TypeVar("T")
 _SUMMARY_OVERHEAD = 24  # the summary's prefix line and message framing, tokens
 
 
@@ -91,6 +94,13 @@ class _Counted:
 
 def _protocol_name(protocol: WireProtocol) -> str:
     return "anthropic" if protocol is WireProtocol.ANTHROPIC else "openai"
+
+
+async def _off(work: Callable[[], T], offload: bool = True) -> T:
+    """Run CPU-bound counting in a worker thread (or inline when ``offload`` is false)."""
+    if not offload:
+        return work()
+    return await asyncio.get_running_loop().run_in_executor(None, work)
 
 
 def upper_bound(body: JSONDict) -> int:
@@ -221,8 +231,10 @@ class ContextService:
         if cfg.tool_outputs.max_tokens is not None:
             tightest = min(misfits, key=lambda p: p.window or 0)
             counter = await self._counter(tightest.counter)
-            body, compressed = compress_tool_outputs(
-                body, client, counter, cfg.tool_outputs.max_tokens, cfg.tool_outputs.head_share
+            limit, head = cfg.tool_outputs.max_tokens, cfg.tool_outputs.head_share
+            original = body
+            body, compressed = await _off(
+                partial(compress_tool_outputs, original, client, counter, limit, head), offload
             )
             if compressed:
                 counted = await self._count_profiles(known, body, client, offload)
@@ -385,14 +397,14 @@ class ContextService:
             if cached is None:
                 continue
             candidate = with_summary(body, client, cached.text, positions[b])
-            if counter.request(candidate, client) <= budget:
+            if await _off(partial(counter.request, candidate, client)) <= budget:
                 self.summaries.hits += 1
                 ctx.context = f"summarized:{b}:cached"
                 return candidate
             previous = (b, cached)
             break
         room = budget - cfg.max_summary_tokens - _SUMMARY_OVERHEAD
-        plan = plan_trim(body, client, counter, room, keep_share=cfg.keep_recent_share)
+        plan = await _off(lambda: plan_trim(body, client, counter, room, keep_share=cfg.keep_recent_share))
         if plan is None:
             raise too_long_error(tokens, reserve, window, where, self._cannot_trim_hint())
         folded = plan.dropped  # the oldest non-system messages, whole turns
@@ -412,7 +424,7 @@ class ContextService:
                 cfg.model,
                 message,
             )
-            trimmed = plan_trim(body, client, counter, budget)
+            trimmed = await _off(lambda: plan_trim(body, client, counter, budget))
             if trimmed is None:
                 raise too_long_error(tokens, reserve, window, where, self._cannot_trim_hint()) from None
             ctx.context = f"trimmed:{trimmed.dropped};summarizer-failed"
@@ -420,8 +432,8 @@ class ContextService:
         self.summaries.misses += 1
         self.summaries.put(hashes[folded - 1], CachedSummary(text, folded))
         candidate = with_summary(body, client, text, positions[folded])
-        if counter.request(candidate, client) > budget:
-            again = plan_trim(candidate, client, counter, budget)
+        if await _off(lambda: counter.request(candidate, client)) > budget:
+            again = await _off(lambda: plan_trim(candidate, client, counter, budget))
             if again is None:
                 raise too_long_error(tokens, reserve, window, where, self._cannot_trim_hint())
             candidate = again.body

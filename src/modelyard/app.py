@@ -35,6 +35,7 @@ from modelyard.api.asgi import (
 )
 from modelyard.api.errors import error_headers, error_payload
 from modelyard.api.openapi import Limits, gateway_document
+from modelyard.cache import admin as cache_admin
 from modelyard.config.load import RuntimeConfig
 from modelyard.conversations import admin as conversations_admin
 from modelyard.dashboard import requests_api, serve_ui
@@ -58,6 +59,8 @@ ADMIN_PATHS = (
     ["requests"],
     ["conversations"],
     ["routes"],
+    ["cache"],
+    ["cache", "clear"],
 )
 
 
@@ -273,6 +276,10 @@ class ModelyardApp:
                 require_reader(principal)
                 routes = state.smart.snapshot() if state.smart is not None else []
                 await send_json(send, 200, {"routes": routes}, ctx)
+            case ("GET", ["cache"]):
+                await cache_admin.stats(state.cache, principal, ctx, send)
+            case ("POST", ["cache", "clear"]):
+                await cache_admin.clear(state.cache, principal, ctx, send)
             case ("GET", ["requests"]):
                 await requests_api.search(state.store, principal, query, ctx, send)
             case ("GET", ["requests", request_id]):

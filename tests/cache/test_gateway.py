@@ -319,3 +319,27 @@ def test_cache_metrics_and_request_log(oa: openai.OpenAI, cached_gateway: Any, a
     detail = response.json()
     assert detail["request"]["cache"] == "hit"
     assert [row["deployment"] for row in detail["ledger"]] == ["cache:exact"]
+
+
+def test_admin_cache_stats_and_clear(oa: openai.OpenAI, cached_gateway: Any, admin: httpx.Client) -> None:
+    messages = prompt()
+    ask(oa, "oa-text", messages)
+    stats = admin.get("/admin/cache").json()
+    assert stats["enabled"] and stats["backend"] == "memory" and stats["entries"] >= 1
+    assert "uncached" not in stats["models"] and stats["models"]["sem"]["threshold"] == 0.96
+    viewer = admin.post("/admin/keys", json={"name": "cache-viewer", "role": "viewer"}).json()["key"]
+    refused = httpx.post(
+        cached_gateway.url + "/admin/cache/clear", headers={"authorization": f"Bearer {viewer}"}
+    )
+    assert refused.status_code == 403
+    assert (
+        httpx.get(
+            cached_gateway.url + "/admin/cache", headers={"authorization": f"Bearer {viewer}"}
+        ).status_code
+        == 200
+    )
+    assert ask(oa, "oa-text", messages)[0] == "hit"
+    cleared = admin.post("/admin/cache/clear")
+    assert cleared.status_code == 200 and cleared.json()["cleared"] >= 1
+    assert ask(oa, "oa-text", messages)[0] == "miss"
+    assert admin.get("/admin/cache/clear").status_code == 405

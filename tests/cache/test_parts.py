@@ -139,6 +139,9 @@ async def test_memory_backend_is_a_bounded_lru_with_ttl() -> None:
     assert await backend.get("short") is None
     await backend.set("huge", b"h" * 101, 60)  # larger than the whole cache: not kept
     assert await backend.get("huge") is None
+    held = await backend.count()
+    assert held and await backend.clear() == held
+    assert (await backend.count(), backend.bytes) == (0, 0)
 
 
 async def test_sqlite_backend_survives_a_reopen_and_expires(tmp_path: Path) -> None:
@@ -160,6 +163,8 @@ async def test_sqlite_backend_keeps_at_most_max_entries(tmp_path: Path) -> None:
     for i in range(30):
         await backend.set(f"k{i}", b"v", 60)
     assert await backend.get("k0") is None and await backend.get("k29") == b"v"
+    assert await backend.count() == 10
+    assert await backend.clear() == 10 and await backend.count() == 0
     await backend.aclose()
 
 
@@ -175,6 +180,7 @@ async def test_redis_backend_for_real() -> None:
         await one.set("short", b"x", 0.05)
         await asyncio.sleep(0.1)
         assert await two.get("short") is None
+        assert await two.clear() == 1 and await one.get("k") is None  # clears the prefix, for all
     finally:
         import redis.asyncio as aioredis
 

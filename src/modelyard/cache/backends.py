@@ -34,6 +34,14 @@ class CacheBackend(abc.ABC):
     @abc.abstractmethod
     async def set(self, key: str, value: bytes, ttl_s: float) -> None: ...
 
+    @abc.abstractmethod
+    async def clear(self) -> int:
+        """Drop every entry; returns how many were dropped."""
+
+    async def count(self) -> int | None:
+        """Entries held (None when counting would be costly, as in a shared Redis)."""
+        return None
+
     async def aclose(self) -> None:  # noqa: B027 - optional for backends that hold nothing
         """Release connections and threads."""
 
@@ -75,6 +83,15 @@ class MemoryBackend(CacheBackend):
     def _drop(self, key: str) -> None:
         _, value = self._entries.pop(key)
         self.bytes -= len(value)
+
+    async def clear(self) -> int:
+        dropped = len(self._entries)
+        self._entries.clear()
+        self.bytes = 0
+        return dropped
+
+    async def count(self) -> int | None:
+        return len(self._entries)
 
 
 _SCHEMA = """
@@ -154,6 +171,23 @@ class SqliteBackend(CacheBackend):
 
         await self._run(write)
 
+    async def clear(self) -> int:
+        def delete() -> int:
+            return int(self._connect().execute("DELETE FROM cache_entries").rowcount)
+
+        return await self._run(delete)
+
+    async def count(self) -> int | None:
+        def count() -> int:
+            (rows,) = (
+                self._connect()
+                .execute("SELECT COUNT(*) FROM cache_entries WHERE expires_at > ?", (time.time(),))
+                .fetchone()
+            )
+            return int(rows)
+
+        return await self._run(count)
+
     async def aclose(self) -> None:
         def close() -> None:
             if self._db is not None:
@@ -184,6 +218,19 @@ class RedisBackend(CacheBackend):
 
     async def set(self, key: str, value: bytes, ttl_s: float) -> None:
         await self._client.set(self._prefix + key, value, px=max(1, int(ttl_s * 1000)))
+
+    async def clear(self) -> int:
+        """Deletes every key under this gateway's prefix (SCAN, then DEL in batches)."""
+        dropped = 0
+        batch: list[bytes] = []
+        async for key in self._client.scan_iter(match=self._prefix + "*", count=1000):
+            batch.append(key)
+            if len(batch) >= 1000:
+                dropped += int(await self._client.delete(*batch))
+                batch = []
+        if batch:
+            dropped += int(await self._client.delete(*batch))
+        return dropped
 
     async def aclose(self) -> None:
         await self._client.aclose()

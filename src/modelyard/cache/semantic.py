@@ -102,6 +102,12 @@ class SemanticIndex:
             for p in self._partitions.values()
         )
 
+    def clear(self) -> None:
+        self._partitions.clear()
+
+    def partitions(self) -> int:
+        return len(self._partitions)
+
     def add(self, partition: str, key: str, query: Vector, context: Vector | None = None) -> None:
         part = self._partitions.get(partition)
         if part is None:

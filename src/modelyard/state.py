@@ -135,6 +135,8 @@ class AppState:
         if self.request_log is not None:
             self.request_log.start()
         self.conversations.start()
+        if self.cache is not None:
+            self.cache.start()  # follows the replicas' shared semantic index (Redis)
         if self.smart is not None:
             await self.smart.start()
         if self.refused is not None:

@@ -31,6 +31,7 @@ from modelyard.cache.backends import CacheBackend, MemoryBackend, RedisBackend, 
 from modelyard.cache.keys import Conversation, conversation_of, exact_key, partition_key, tenant_of
 from modelyard.cache.replay import StreamAccumulator, fresh_body, replay_stream
 from modelyard.cache.semantic import SemanticIndex
+from modelyard.cache.shared_index import SharedIndexFeed
 from modelyard.cache.thresholds import threshold_for_precision
 from modelyard.config.cache_schema import CacheConfig, ModelCacheConfig
 from modelyard.errors import InvalidRequestError
@@ -175,6 +176,8 @@ class ResponseCache:
             self.index = SemanticIndex(dimensions=384, max_entries=config.semantic.max_entries)
         self._pending: set[asyncio.Task[None]] = set()
         self._embedding_failed = False
+        self.feed: SharedIndexFeed | None = None
+        """With Redis: the semantic entries shared with other replicas."""
 
     @classmethod
     def build(
@@ -200,7 +203,12 @@ class ResponseCache:
         else:
             backend = MemoryBackend(max_entries=config.max_entries, max_bytes=config.max_bytes)
         semantic = any(p.semantic for p in policies.values())
-        return cls(config, policies, backend, embedder=embedder() if semantic and embedder else None)
+        cache = cls(config, policies, backend, embedder=embedder() if semantic and embedder else None)
+        if cache.index is not None and redis_url is not None and config.backend == "redis":
+            cache.feed = SharedIndexFeed(
+                redis_url, config.redis_prefix, cache.index, max_len=config.semantic.max_entries * 10
+            )
+        return cache
 
     # -- lookup --------------------------------------------------------------------------------
     async def lookup(
@@ -321,6 +329,8 @@ class ResponseCache:
             if found.vectors is not None and found.partition is not None and self.index is not None:
                 query, context = found.vectors
                 self.index.add(found.partition, found.key, query, context)
+                if self.feed is not None:
+                    await self.feed.publish(found.partition, found.key, query, context)
         except Exception as exc:
             log.warning("could not store a cached answer (%s backend): %s", self.backend.name, exc)
 
@@ -334,16 +344,15 @@ class ResponseCache:
         if self._pending:
             await asyncio.gather(*list(self._pending), return_exceptions=True)
 
-    async def start(self) -> None:
-        """Load the embedding model in the background (semantic caching only)."""
-        if self.embedder is not None:
-            try:
-                await self.embedder.start()
-            except Exception as exc:
-                log.warning("semantic cache: the embedding model did not load (%s)", exc)
+    def start(self) -> None:
+        """Background work: following the replicas' shared semantic index (Redis only)."""
+        if self.feed is not None:
+            self.feed.start()
 
     async def aclose(self) -> None:
         await self.drain()
+        if self.feed is not None:
+            await self.feed.aclose()
         await self.backend.aclose()
 
 

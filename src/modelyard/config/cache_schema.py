@@ -101,7 +101,8 @@ class CacheConfig(_Strict):
     ttl_s: float = Field(3600.0, gt=0)
     """How long an answer is served from cache (default 3600 s)."""
     max_entries: int = Field(10_000, ge=1)
-    """memory and sqlite: entries kept; the least recently used go first (default 10,000)."""
+    """memory and sqlite: entries kept (default 10,000); past it memory drops the least recently
+    used, SQLite the oldest stored."""
     max_bytes: int = Field(256 * 1024 * 1024, ge=1024)
     """memory: total size of cached answers (default 256 MiB)."""
     max_entry_bytes: int = Field(1024 * 1024, ge=1024)

@@ -179,10 +179,8 @@ async def concurrently(fn: Any, items: list[Any], clients: int) -> dict[str, Any
 
 
 async def latency_concurrent(smart: SmartRouting, prompts: list[str], clients: int) -> dict[str, Any]:
-    """New prompts from ``clients`` concurrent callers: the embedding alone, one call each (the
-    baseline), against whole decisions (whose embeddings are micro-batched)."""
+    """New prompts from ``clients`` concurrent callers: the embedding alone against whole decisions."""
     route = smart.routes["auto"]
-    smart._batcher.batches = smart._batcher.texts = 0
     half = len(prompts) // 2
     embed = await concurrently(lambda p: smart._encode([p[:2000]]), prompts[:half], clients)
     counter = iter(range(10**9))
@@ -193,12 +191,7 @@ async def latency_concurrent(smart: SmartRouting, prompts: list[str], clients: i
         prompts[half:],
         clients,
     )
-    return {
-        f"embed_only_c{clients}": embed,
-        f"decision_uncached_c{clients}": decide,
-        "batches": smart._batcher.batches,
-        "batched_texts": smart._batcher.texts,
-    }
+    return {f"embed_only_c{clients}": embed, f"decision_uncached_c{clients}": decide}
 
 
 async def latency(smart: SmartRouting, prompts: list[str]) -> dict[str, Any]:
@@ -339,7 +332,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         random.Random(args.seed + 1).sample(others, min(len(others), args.decisions)) if others else prompts
     )
     report["concurrent"] = await latency_concurrent(smart, fresh, args.clients)
-    if present:
+    if present and not args.no_accuracy:
         report["accuracy"] = await accuracy(smart, data, args.shots, args.per_task, args.seed)
     report["rss_mib_end"] = round(rss_mib(), 1)
     report["load_avg_end"] = os.getloadavg()
@@ -414,6 +407,7 @@ if __name__ == "__main__":
     parser.add_argument("--shots", type=int, default=8, help="example prompts per task")
     parser.add_argument("--per-task", type=int, default=200, help="held-out prompts per task")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-accuracy", action="store_true", help="latency and memory only")
     parser.add_argument("--render", help="only print the tables of an earlier run's route_decision.json")
     args = parser.parse_args()
     result = json.loads(Path(args.render).read_text()) if args.render else asyncio.run(main(args))

@@ -26,7 +26,6 @@ from modelyard.errors import GatewayError, ModelNotFoundError, PermissionDeniedE
 from modelyard.providers.base import WireProtocol
 from modelyard.providers.registry import Registry
 from modelyard.routing.router import Router
-from modelyard.routing.smart.batching import EmbeddingBatcher
 from modelyard.routing.smart.decide import (
     Analysis,
     Decision,
@@ -113,7 +112,6 @@ class SmartRouting:
         self._watermark = 0.0
         self._executor: ThreadPoolExecutor | None = None
         self._encoder: Any = None
-        self._batcher = EmbeddingBatcher(self._encode)
         self._ready: asyncio.Task[None] | None = None
         self._queue: list[DecisionRow] = []
         self._writer: asyncio.Task[None] | None = None
@@ -172,7 +170,6 @@ class SmartRouting:
                     await task
         with contextlib.suppress(Exception):
             await self._flush()
-        await self._batcher.aclose()
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
@@ -217,7 +214,9 @@ class SmartRouting:
         vector = None
         if route.needs_embedding:
             try:
-                vector = await self._batcher.embed(prompt)
+                # One prompt per model run: micro-batching concurrent prompts was measured slower
+                # here (padding to the longest prompt; benchmarks/RESULTS.md, smart routing).
+                vector = (await self._encode([prompt]))[0]
             except GatewayError as exc:
                 return Analysis(unavailable=exc.message[:80])
         if route.task_examples and route.classifier is None and route.learned is None:

@@ -35,7 +35,7 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "modelyard"
 
 # Validated identifiers, module-level SQL constants (UPPER_CASE) and placeholder variables.
 IDENTIFIER_NAMES = re.compile(
-    r"^(_?[A-Z][A-Z0-9_]*|_t_\w+|s|p|source|schema|table\w*|cols?|columns?|where|order|group\w*"
+    r"^(_?[A-Z][A-Z0-9_]*|_?t_\w+|\w*_cols|s|p|source|schema|table\w*|cols?|columns?|where|order|group\w*"
     r"|\w*_select|\w*_insert|clause\w*|\w*_sql)$"
 )
 
@@ -49,7 +49,7 @@ def _interpolation_is_identifier(node: ast.expr) -> bool:
     if isinstance(node, ast.Call):
         func = node.func
         name = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
-        return name in ("join", "_placeholders", "placeholders", "check_identifier", "len", "param")
+        return name in ("join", "_placeholders", "placeholders", "check_identifier", "len", "param", "p")
     return False
 
 

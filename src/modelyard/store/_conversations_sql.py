@@ -180,16 +180,16 @@ class Statements:
         # The purge works in chunks of PURGE_CHUNK conversations (or responses) per transaction,
         # so the write lock is never held for long. The age is checked again on the row itself: a
         # conversation continued meanwhile is kept (PostgreSQL re-checks it after a row lock).
-        old_convs = (
+        old_convs_select = (
             f"SELECT id FROM {self.t_conv} WHERE updated_at < {p(1)} ORDER BY updated_at LIMIT {PURGE_CHUNK}"
         )
         self.purge_convs = (
-            f"DELETE FROM {self.t_conv} WHERE id IN ({old_convs}) AND updated_at < {p(1)} RETURNING id"
+            f"DELETE FROM {self.t_conv} WHERE id IN ({old_convs_select}) AND updated_at < {p(1)} RETURNING id"
         )
-        old_responses = (
+        old_responses_select = (
             f"SELECT id FROM {self.t_resp} WHERE created_at < {p(1)} ORDER BY created_at LIMIT {PURGE_CHUNK}"
         )
-        self.purge_responses = f"DELETE FROM {self.t_resp} WHERE id IN ({old_responses})"
+        self.purge_responses = f"DELETE FROM {self.t_resp} WHERE id IN ({old_responses_select})"
         self.insert_response = (
             f"INSERT INTO {self.t_resp} ({resp_cols}) "
             f"VALUES ({', '.join(p(i + 1) for i in range(len(RESPONSE_COLUMNS)))}) "

@@ -373,9 +373,6 @@ def render(report: dict[str, Any]) -> str:
         for name, row in conc.items():
             if isinstance(row, dict):
                 lines.append(f"| {name} | {row['p50_ms']:.1f} | {row['p99_ms']:.1f} | {row['per_s']:.1f} |")
-        lines.append(
-            f"| (decisions' embeddings: {conc['batched_texts']} prompts in {conc['batches']} model runs) | | | |"
-        )
     if "accuracy" in report:
         acc = report["accuracy"]
         lines += ["", "| task | accuracy | 95% CI |", "|---|---:|---|"]

@@ -209,7 +209,7 @@ async def latency(smart: SmartRouting, prompts: list[str]) -> dict[str, Any]:
     timings = []
     for prompt in prompts:
         start = time.perf_counter()
-        await smart._encode([prompt[:4000]])
+        await smart._encode([prompt[:2000]])  # what a decision embeds (its prompt_text)
         timings.append((time.perf_counter() - start) * 1000)
     results["embed_only"] = quantiles(timings)
 

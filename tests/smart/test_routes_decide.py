@@ -220,3 +220,28 @@ routes:
         return [f"{d.model} {d.local_only}" for d in decisions]
 
     assert asyncio.run(run()) == ["tiny True", "big False"]
+
+
+def test_a_failing_router_does_not_fail_requests(router_config: Path) -> None:
+    """A router that raises (a corrupt or mismatched file) leaves the decision to the quality target."""
+
+    class Broken:
+        needs_embedding = False
+
+        def score(self, prompt: str, embedding: object) -> float:
+            raise ValueError("router expects a 384-float embedding")
+
+    async def run() -> str:
+        smart, store = build(router_config, router_config.parent / "broken.db")
+        await store.open()
+        try:
+            await smart.ready()
+            smart.routes["auto"].learned = Broken()
+            (decision,) = await decide_all(smart, "auto", ["Say hello"])
+            return decision.header()
+        finally:
+            await smart.aclose()
+            await store.aclose()
+
+    header = asyncio.run(run())
+    assert header.startswith("auto -> big; reason=target; task=unavailable(ValueError)"), header

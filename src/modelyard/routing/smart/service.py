@@ -148,13 +148,13 @@ class SmartRouting:
                 texts = [t for examples in route.task_examples.values() for t in examples]
                 try:
                     vectors = await self._encode(texts)
-                except GatewayError as exc:
-                    log.error("route %r: task classifier unavailable: %s", route.name, exc.message)
-                    continue
-                build = partial(TaskClassifier.build, route.task_examples, vectors)
-                route.classifier = await loop.run_in_executor(
-                    self._pool(), partial(build, min_confidence=route.config.min_confidence)
-                )
+                    build = partial(TaskClassifier.build, route.task_examples, vectors)
+                    route.classifier = await loop.run_in_executor(
+                        self._pool(), partial(build, min_confidence=route.config.min_confidence)
+                    )
+                except Exception as exc:  # requests still route, without tasks
+                    message = exc.message if isinstance(exc, GatewayError) else repr(exc)
+                    log.error("route %r: task classifier unavailable: %s", route.name, message)
 
     async def ready(self) -> None:
         """Wait until classifiers and learned routers are loaded (or failed to)."""
@@ -222,7 +222,11 @@ class SmartRouting:
         if route.task_examples and route.classifier is None and route.learned is None:
             return Analysis(unavailable="classifier not loaded")
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool(), analyse, route, prompt, vector)
+        try:
+            return await loop.run_in_executor(self._pool(), analyse, route, prompt, vector)
+        except Exception as exc:  # a broken router file must not fail requests: decide on priors
+            log.warning("route %r: analysis failed, deciding without it: %r", route.name, exc)
+            return Analysis(unavailable=type(exc).__name__)
 
     async def resolve(self, client: WireProtocol, body: dict[str, Any], ctx: Any) -> dict[str, Any]:
         """``body`` with a route name replaced by the chosen model (other bodies as they are)."""

@@ -119,7 +119,7 @@ def train(
     ] = 100,
     linear_c: Annotated[
         float, typer.Option(min=1e-6, help="Inverse L2 strength of the logistic heads.")
-    ] = 0.5,
+    ] = 0.3,
     knn: Annotated[
         int,
         typer.Option(
@@ -216,7 +216,7 @@ def evaluate_command(
     clusters: Annotated[
         int, typer.Option(min=0, help="As in `router train` (for --cv / --train-data).")
     ] = 100,
-    linear_c: Annotated[float, typer.Option(min=1e-6, help="As in `router train`.")] = 0.5,
+    linear_c: Annotated[float, typer.Option(min=1e-6, help="As in `router train`.")] = 0.3,
     knn: Annotated[int, typer.Option(min=0, help="As in `router train`.")] = 0,
     cache_dir: CacheOption = None,
     keep_contaminated: KeepContaminated = False,

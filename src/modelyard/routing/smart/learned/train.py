@@ -14,7 +14,7 @@ components each estimate g, and a blend learnt by *inner cross-fitting* combines
    prompts. It stores every training embedding in the router file (≈1.5 kB a prompt).
 
 The blend is a least-squares fit of the observed gain on the components' out-of-fold estimates
-(``inner_folds`` folds), so no component is weighted by how well it memorised its own training
+(``inner_folds`` folds, 3 by default), so no component is weighted by how well it memorised its own training
 data. Calibration thresholds (score for each share of strong calls) come from the same
 out-of-fold blended scores. All randomness is seeded; the same inputs give the same file.
 """
@@ -47,7 +47,7 @@ Step = Callable[[str], None]
 class TrainConfig:
     """Hyper-parameters of :func:`train_router` (defaults fixed on one MMLU fold split; see docs)."""
 
-    linear_c: float = 0.5
+    linear_c: float = 0.3
     """Inverse L2 strength of the logistic heads (scikit-learn's ``C``)."""
     clusters: int = 100
     """k-means centroids; 0 disables the cluster component."""
@@ -55,7 +55,7 @@ class TrainConfig:
     """Pseudo-prompts pulling each cluster's gain towards the overall mean."""
     knn_k: int = 0
     """Neighbours of the kNN component; 0 (default) leaves it out of the file."""
-    inner_folds: int = 5
+    inner_folds: int = 3
     """Folds of the inner cross-fit that learns the blend and the calibration."""
     seed: int = 0
 

@@ -46,8 +46,10 @@ from modelyard.store.base import Store
 
 log = logging.getLogger("modelyard.smart")
 
-MAX_REMEMBERED = 100_000
+MAX_REMEMBERED = 20_000
 """Recent decisions kept in memory for feedback (older ones are looked up in the store)."""
+MAX_APPLIED = 200_000
+"""Feedback rows remembered as applied (a small tuple each), so a replayed row is not counted twice."""
 WRITE_INTERVAL_S = 0.5
 MAX_QUEUED_WRITES = 100_000
 MAX_REBUILD_ROWS = 1_000_000
@@ -108,7 +110,8 @@ class SmartRouting:
             )
         self.cache = {name: PromptCache(r.config.cache_size) for name, r in self.routes.items()}
         self.decisions: OrderedDict[str, Decision] = OrderedDict()
-        self._applied: OrderedDict[str, FeedbackRow] = OrderedDict()
+        self._applied: OrderedDict[str, tuple[float, str | None, str | None]] = OrderedDict()
+        """Request id → (score, model, route) of the feedback applied to the bandits."""
         self._watermark = 0.0
         self._executor: ThreadPoolExecutor | None = None
         self._encoder: Any = None
@@ -411,16 +414,12 @@ class SmartRouting:
         replica's submissions, the start-up replay or the sync) is skipped; a changed score on the
         same request replaces the earlier one (``previous``, if this replica never applied it).
         False when nothing was learned (unchanged, no route, or learning off)."""
-        applied = self._applied.get(row.request_id) or previous
-        if applied is not None and (applied.score, applied.model, applied.route) == (
-            row.score,
-            row.model,
-            row.route,
-        ):
-            self._remember_applied(row)
-            return False
-        self._remember_applied(row)
-        if row.route is None or row.model is None:
+        key = (row.score, row.model, row.route)
+        applied = self._applied.get(row.request_id)
+        if applied is None and previous is not None:
+            applied = (previous.score, previous.model, previous.route)
+        self._remember_applied(row.request_id, key, row.created_at)
+        if applied == key or row.route is None or row.model is None:
             return False
         route = self.routes.get(row.route)
         if route is None:
@@ -428,15 +427,17 @@ class SmartRouting:
         task = row.task or ""
         if task and task not in route.config.tasks:
             task = ""
-        if applied is not None and applied.model == row.model and applied.route == row.route:
-            return route.bandit.update(task, row.model, row.score - applied.score, replace=True)
+        if applied is not None and applied[1:] == key[1:]:
+            return route.bandit.update(task, row.model, row.score - applied[0], replace=True)
         return route.bandit.update(task, row.model, row.score)
 
-    def _remember_applied(self, row: FeedbackRow) -> None:
-        self._applied[row.request_id] = row
-        self._applied.move_to_end(row.request_id)
-        self._watermark = max(self._watermark, row.created_at)
-        while len(self._applied) > MAX_REMEMBERED:
+    def _remember_applied(
+        self, request_id: str, key: tuple[float, str | None, str | None], at: float
+    ) -> None:
+        self._applied[request_id] = key
+        self._applied.move_to_end(request_id)
+        self._watermark = max(self._watermark, at)
+        while len(self._applied) > MAX_APPLIED:
             self._applied.popitem(last=False)
 
     async def rebuild(self) -> int:

@@ -99,7 +99,7 @@ class RequestContext:
     route_name: str | None = None
     """The smart route the request named (``auto``), if any."""
     route_decision: Any = None
-    """That route's decision (modelyard.routing.smart.decide.Decision): the ``x-modelyard-decision`` header."""
+    """That route's decision (modelyard.routing.smart.decide.Decision), sent as ``x-modelyard-decision``."""
     route_reason: str | None = None
     local_only: bool = False
     """A routing rule allows only local deployments for this request (fallbacks and hedges too)."""

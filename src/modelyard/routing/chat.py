@@ -152,7 +152,7 @@ class ChatService:
                 call,
                 body=body,
                 # A routing rule's "local only" holds for every attempt: fallbacks and hedges too.
-                supports=(lambda d: d.target.chat and d.policy.local) if ctx.local_only else (lambda d: d.target.chat),
+                supports=_local_chat if ctx.local_only else _chat,
                 exclude=exclude,
                 headers=ctx.headers,
             )
@@ -468,6 +468,14 @@ async def _aclose(iterator: Any) -> None:
     close = getattr(iterator, "aclose", None)
     if close is not None:
         await close()
+
+
+def _chat(dep: DeploymentState) -> bool:
+    return dep.target.chat
+
+
+def _local_chat(dep: DeploymentState) -> bool:
+    return dep.target.chat and dep.policy.local
 
 
 def client_protocol(dialect: Dialect) -> WireProtocol:

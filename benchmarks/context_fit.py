@@ -48,7 +48,7 @@ models:
     context:
       policy: {policy}
       reserve_tokens: 128
-      summarize: {{model: small, max_summary_tokens: 128}}
+      summarize: {{model: small, max_summary_tokens: 128, timeout_s: 600}}
   - name: large
     deployments: [{{provider: llamacpp, n_ctx: 8192, path: "{gguf}"}}]
 """

@@ -27,7 +27,7 @@ from modelyard.conversations.model import (
     StoredResponse,
     TurnOptions,
 )
-from modelyard.store import _conversations_sql, _feedback_sql, _requestlog_postgres, _sql
+from modelyard.store import _conversations_sql, _feedback_sql, _pg_commit, _requestlog_postgres, _sql
 from modelyard.store._batch import BatchingStore, CommitResult
 from modelyard.store._feedback_sql import DecisionRow, FeedbackRow
 from modelyard.store._ledger import (
@@ -120,8 +120,12 @@ def _placeholders(n: int, start: int = 1) -> str:
     return ", ".join(f"${i}" for i in range(start, start + n))
 
 
-def _tags_to_array(tags: tuple[str, ...]) -> list[str]:
-    return list(tags)
+def _usable(conn: Any) -> bool:
+    """Whether a held pool connection is still open (asyncpg returns a dead one to the pool itself)."""
+    try:
+        return not conn.is_closed()
+    except asyncpg.InterfaceError:
+        return False
 
 
 def _tags_from_array(tags: list[str]) -> tuple[str, ...]:
@@ -155,17 +159,12 @@ class PostgresStore(BatchingStore):
         self.pool_size = pool_size
         self.server_settings = dict(server_settings or {})
         self._pool: asyncpg.Pool | None = None
+        self._writer_conn: Any = None
+        """The group-commit writer's own connection, held between commits (no pool round trip)."""
         s = f'"{self.schema}"'
+        self._write_plan = _pg_commit.plan_statement(s)
         self._t_keys, self._t_budgets = f"{s}.keys", f"{s}.budgets"
         self._t_res, self._t_ledger = f"{s}.reservations", f"{s}.ledger"
-        self._ledger_insert = (
-            f"INSERT INTO {self._t_ledger} ({', '.join(_sql.LEDGER_COLUMNS)}) "
-            f"VALUES ({_placeholders(len(_sql.LEDGER_COLUMNS))}) ON CONFLICT DO NOTHING"
-        )
-        self._res_insert = (
-            f"INSERT INTO {self._t_res} ({', '.join(_sql.RESERVATION_COLUMNS)}) "
-            f"VALUES ({_placeholders(len(_sql.RESERVATION_COLUMNS))}) ON CONFLICT DO NOTHING"
-        )
         self._res_select = f"SELECT {', '.join(_sql.RESERVATION_COLUMNS)} FROM {self._t_res}"
         self._budget_select = (
             "SELECT scope, scope_id, period, limit_nano, spend_nano, reserved_nano, period_start "
@@ -201,6 +200,7 @@ class PostgresStore(BatchingStore):
             return
         if self._writer is not None:
             await self._stop_writer()
+        await self._release_writer_conn()
         await self._pool.close()
         self._pool = None
 
@@ -237,8 +237,29 @@ class PostgresStore(BatchingStore):
     async def _commit(
         self, reserves: list[Reservation], settlements: list[Settlement], recover_before: float | None
     ) -> CommitResult:
-        async with self._require_pool().acquire() as conn, conn.transaction():
-            return await self._commit_work(conn, reserves, settlements, recover_before)
+        # Commits are serialised (one writer task, under the commit lock): one connection, held,
+        # saves the pool's acquire and reset round trips on every batch.
+        if self._writer_conn is None or not _usable(self._writer_conn):
+            await self._release_writer_conn()
+            self._writer_conn = await self._require_pool().acquire()
+        conn = self._writer_conn
+        try:
+            async with conn.transaction():
+                return await self._commit_work(conn, reserves, settlements, recover_before)
+        except BaseException as exc:
+            if not isinstance(exc, asyncpg.PostgresError) or not _usable(conn):
+                # Lost, or interrupted mid-statement (cancelled): the next commit starts on a fresh
+                # connection. A server-side error (a serialization failure, say) keeps this one.
+                await self._release_writer_conn()
+            raise
+
+    async def _release_writer_conn(self) -> None:
+        conn, self._writer_conn = self._writer_conn, None
+        if conn is not None and self._pool is not None:
+            try:
+                await self._pool.release(conn, timeout=5)
+            except Exception:
+                conn.terminate()
 
     async def _commit_work(
         self,
@@ -299,31 +320,9 @@ class PostgresStore(BatchingStore):
             reserves=reserves,
             now=now,
         )
-        if plan.dirty_budgets:
-            await conn.executemany(
-                f"UPDATE {self._t_budgets} SET spend_nano = $1, reserved_nano = $2, period_start = $3 "
-                "WHERE scope = $4 AND scope_id = $5 AND period = $6",
-                [
-                    (b.spend_nano, b.reserved_nano, b.period_start, b.scope, b.scope_id, b.period)
-                    for b in plan.dirty_budgets
-                ],
-            )
-        if plan.new_reservations:
-            await conn.executemany(
-                self._res_insert, [_sql.reservation_to_row(r) for r in plan.new_reservations]
-            )
-        if plan.settled_ids:
-            await conn.execute(
-                f"UPDATE {self._t_res} SET status = 'settled', settled_at = $1 "
-                "WHERE request_id = ANY($2::text[])",
-                now,
-                plan.settled_ids,
-            )
-        if plan.ledger_rows:
-            await conn.executemany(
-                self._ledger_insert,
-                [_sql.attempt_to_row(row, _tags_to_array) for row in plan.ledger_rows],
-            )
+        if _pg_commit.has_writes(plan):
+            # Budgets, new reservations, settled ones and ledger rows: one statement, one round trip.
+            await conn.execute(self._write_plan, *_pg_commit.plan_arguments(plan, now))
         return CommitResult(plan.decisions, len(plan.settled_ids))
 
     # -- keys --------------------------------------------------------------------------------

@@ -251,7 +251,7 @@ class AffinityConfig(_Strict):
     """User messages, from the first, that make up the prefix key (default 1)."""
     max_entries: int = Field(100_000, ge=1)
     """Conversations remembered per model, least recently used forgotten first (default 100,000,
-    about 15 MB)."""
+    about 25 MB)."""
 
 
 class RoutingConfig(_Strict):

@@ -29,6 +29,7 @@ COUNTERS: dict[str, frozenset[str]] = {
     "modelyard_tokens_total": frozenset({"model", "deployment", "type", "local"}),
     "modelyard_cost_usd_total": frozenset({"model", "deployment", "local", "team"}),
     "modelyard_cache_requests_total": frozenset({"model", "kind", "result"}),
+    "modelyard_smart_route_decisions_total": frozenset({"route", "model", "reason"}),
 }
 GAUGES: dict[str, frozenset[str]] = {
     "modelyard_deployment_in_flight": DEPLOYMENT,

@@ -126,7 +126,7 @@ def test_every_exported_metric_is_on_the_dashboard(dashboard: dict[str, Any]) ->
         ("route reasons", r"sum by \(reason\)"),
         ("gateway overhead p99", r"histogram_quantile\(0\.99, .*modelyard_gateway_overhead_seconds_bucket"),
         ("breaker", r"modelyard_deployment_breaker_state"),
-        ("cache hit rate", r'modelyard_cache_requests_total\{result="hit"\}'),
+        ("cache hit rate", r'modelyard_cache_requests_total\{model=~"\$model",result="hit"\}'),
     ],
 )
 def test_the_panels_asked_for_are_there(dashboard: dict[str, Any], what: str, pattern: str) -> None:

@@ -76,9 +76,14 @@ def test_every_exported_series_is_in_the_catalog_with_its_labels(exposition: str
         if labels != SERIES.get(name, frozenset()) - TARGET_LABELS
     }
     assert mismatched == {}
-    # Everything but the response cache (no cache configured) shows up after this traffic.
+    # Everything but the response cache (no cache configured) and smart routes (no request asks for
+    # a route) shows up after this traffic.
     missing = {exported_base(n) for n in SERIES if n not in seen and n != "up"}
-    assert missing <= {"modelyard_cache_requests_total", "modelyard_cache_lookup_seconds"}, missing
+    assert missing <= {
+        "modelyard_cache_requests_total",
+        "modelyard_cache_lookup_seconds",
+        "modelyard_smart_route_decisions_total",
+    }, missing
 
 
 def test_promtool_lints_the_exposition(exposition: str) -> None:

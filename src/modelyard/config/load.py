@@ -19,7 +19,7 @@ from modelyard.config.cache_schema import CacheConfig, ModelCacheConfig
 from modelyard.config.context_schema import ContextConfig, context_problems
 from modelyard.config.conversations_schema import ConversationsConfig
 from modelyard.config.defaults import LOCAL_CHAT_MODEL, cloud_models, embedded_models
-from modelyard.config.routes_schema import RouteConfig
+from modelyard.config.routes_schema import RouteConfig, RuleConfig
 from modelyard.config.schema import (
     Deployment,
     GatewayConfig,
@@ -75,6 +75,8 @@ class RuntimeConfig:
     """The resolved URL of the cache's Redis (``cache.backend: redis``)."""
     routes: dict[str, RouteConfig] = field(default_factory=dict)
     """Smart routes by name, the zero-config ``auto`` included (checked against the models)."""
+    rules: tuple[RuleConfig, ...] = ()
+    """Gateway-wide data rules (top-level ``rules:``); also prepended to every route's rules."""
 
     def model_names(self) -> list[str]:
         return [m.name for m in self.models]
@@ -283,6 +285,16 @@ def resolve(
         base_dir=Path(source).parent if not source.startswith("<") else Path(),
     )
     problems += route_problems
+    served = {name for m in resolved for name in (m.name, *m.aliases)}
+    for r_index, rule in enumerate(raw.rules):
+        for m_index, rule_model in enumerate(rule.models):
+            if rule_model not in served:
+                loc = ("rules", r_index, "models", m_index)
+                where = f"{source}:{_line_of(node, loc) or 1}" if node is not None else source
+                listed = ", ".join(sorted(served))
+                problems.append(f"{where}: rule model {rule_model!r} is not a served model; served: {listed}")
+    if raw.rules:
+        routes = {n: r.model_copy(update={"rules": [*raw.rules, *r.rules]}) for n, r in routes.items()}
     if problems:
         raise ConfigError(problems)
     return RuntimeConfig(
@@ -302,6 +314,7 @@ def resolve(
         cache=raw.cache,
         cache_redis_url=cache_redis_url,
         routes=routes,
+        rules=tuple(raw.rules),
     )
 
 

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from modelyard.config.cache_schema import CacheConfig, ModelCacheConfig
 from modelyard.config.context_schema import ContextConfig
 from modelyard.config.conversations_schema import ConversationsConfig
-from modelyard.config.routes_schema import RouteConfig
+from modelyard.config.routes_schema import RouteConfig, RuleConfig
 
 _SECRET_REF = re.compile(r"^(env:[A-Za-z_][A-Za-z0-9_]*|file:.+)$")
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}$")
@@ -443,6 +443,13 @@ class GatewayConfig(_Strict):
     a model is named ``auto`` (see ``auto_route``)."""
     auto_route: bool = True
     """Add the zero-config ``auto`` route when no route or model has that name (default true)."""
+    rules: list[RuleConfig] = Field(default_factory=list)
+    """Data rules for EVERY chat and embeddings request, whichever model or route it names (a
+    route's own ``rules:`` see only requests naming that route; these are checked first and also
+    apply inside every route). E.g. ``- when: {pii: [email, phone, card, iban, ssn]}`` with
+    ``action: local_only``, or ``- when: {tags: [confidential]}``: such a request is served by
+    local deployments only — or refused with a 403 naming the rule when the named model has
+    none — and never reaches a cloud vendor (docs/smart-routing.md)."""
     embedded_models: bool = True
     """Add the embedded chat model (``local``) and embedding model (``all-MiniLM-L6-v2``) unless a
     model of that name is configured (default true)."""

@@ -26,6 +26,7 @@ from modelyard.errors import GatewayError, ModelNotFoundError, PermissionDeniedE
 from modelyard.providers.base import WireProtocol
 from modelyard.providers.registry import Registry
 from modelyard.routing.router import Router
+from modelyard.routing.smart.data_rules import check_data_rules
 from modelyard.routing.smart.decide import (
     Analysis,
     Decision,
@@ -78,6 +79,8 @@ class SmartRouting:
         self._store = store
         self._rng = rng or random.Random()
         self.routes: dict[str, Route] = {}
+        self.rules = tuple(getattr(config, "rules", ()))
+        """Gateway-wide data rules, for requests naming a model (routes carry them already)."""
         self.retention_s = config.request_log.retention_days * 86400
         chat: list[str] = []
         local: dict[str, bool] = {}
@@ -235,6 +238,8 @@ class SmartRouting:
         """``body`` with a route name replaced by the chosen model (other bodies as they are)."""
         route = self.route_of(body.get("model"))
         if route is None:
+            if self.rules:
+                await check_data_rules(self.rules, body, ctx, self._router.group, self._pool())
             return body
         try:
             decision = await self.decide(route, body, ctx)
@@ -248,6 +253,10 @@ class SmartRouting:
         """An embeddings request naming a route goes to the route's embedding model."""
         route = self.route_of(body.get("model"))
         if route is None:
+            if self.rules:
+                await check_data_rules(
+                    self.rules, body, ctx, self._router.group, self._pool(), embeddings=True
+                )
             return body
         model = route.config.embeddings
         if model is None:

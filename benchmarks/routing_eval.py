@@ -268,12 +268,23 @@ def main() -> None:
     if args.only in (None, "cost"):
         log("decision cost")
         from modelyard.routing.smart.learned.fileformat import write_router_file
-        from modelyard.routing.smart.learned.train import train_router
+        from modelyard.routing.smart.learned.runtime import LearnedRouter
+        from modelyard.routing.smart.learned.train import fold_ids, train_router
 
+        vectors = embed(mmlu.prompts)
+        held_out = fold_ids(mmlu.prompts, 5, 0) == 0  # train on 4 folds, check on the fifth
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "router.json"
-            write_router_file(path, train_router(mmlu, embed(mmlu.prompts), STRONG, WEAK))
-            sample = [mmlu.prompts[i] for i in np.random.default_rng(0).choice(len(mmlu), 300, replace=False)]
+            train = np.flatnonzero(~held_out)
+            write_router_file(path, train_router(mmlu.subset(train), vectors[train], STRONG, WEAK))
+            router = LearnedRouter.load(path)
+            test = np.flatnonzero(held_out)
+            scores = np.array([router.score(mmlu.prompts[i], vectors[i]) for i in test])
+            results["calibration_held_out"] = {
+                str(share): float((scores >= router.threshold_for_share(share)).mean())
+                for share in (0.1, 0.2, 0.3, 0.5, 0.8)
+            }
+            sample = [mmlu.prompts[i] for i in np.random.default_rng(0).choice(test, 300, replace=False)]
             results["decision_cost"] = decision_cost(path, sample)
     save()
     log(f"wrote {results_path}")

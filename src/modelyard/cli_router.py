@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     import numpy.typing as npt
 
     from modelyard.routing.smart.learned.evaluate import EvalReport
+    from modelyard.routing.smart.learned.metrics import CurveMetrics
 
 router_app = typer.Typer(
     help="Train and evaluate learned strong-vs-weak routers (RouteLLM-style APGR / CPT, with CIs).",
@@ -88,7 +89,7 @@ def _clear_errors() -> Iterator[None]:
         raise _fail(f"{exc.filename or ''}: {exc.strerror or exc}") from None
 
 
-def _embedder(console: Console, cache_dir: Path | None):  # type: ignore[no-untyped-def]
+def _embedder(console: Console, cache_dir: Path | None) -> Callable[[list[str]], npt.NDArray[np.float32]]:
     from modelyard.routing.smart.learned.features import embed_texts
 
     def embed(texts: list[str]) -> npt.NDArray[np.float32]:
@@ -315,8 +316,8 @@ def _print_table(report: EvalReport) -> None:
 def report_json(report: EvalReport) -> dict[str, object]:
     """The numbers of a report, for scripts and RESULTS.md."""
 
-    def metric_block(m: object) -> dict[str, object]:
-        return {"apgr": m.apgr, "cpt20": m.cpt[0], "cpt50": m.cpt[1], "cpt80": m.cpt[2]}  # type: ignore[attr-defined]
+    def metric_block(m: CurveMetrics) -> dict[str, object]:
+        return {"apgr": m.apgr, "cpt20": m.cpt[0], "cpt50": m.cpt[1], "cpt80": m.cpt[2]}
 
     routers: dict[str, object] = {}
     for result in report.results:

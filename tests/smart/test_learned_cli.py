@@ -159,3 +159,12 @@ def test_bad_inputs_fail_in_one_clear_line(workspace: Path, trained: Path) -> No
 
     code, output = invoke(workspace, "train", "--data", str(workspace / "absent"))
     assert code == 2 and "no such file or folder" in output
+
+
+def test_eval_on_the_training_prompts_says_in_sample(trained: Path, workspace: Path) -> None:
+    code, output = invoke(
+        workspace, "eval", "--data", str(workspace / "mmlu"), "--router", str(trained),
+        "--out-dir", str(workspace / "eval-in-sample"), "--resamples", "20",
+    )  # fmt: skip
+    assert code == 0, output
+    assert "IN-SAMPLE" in output

@@ -4,8 +4,6 @@ process is stopped and started again on the same SQLite file, or the same Postgr
 
 from __future__ import annotations
 
-import asyncio
-import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,33 +13,12 @@ import openai
 import pytest
 
 from tests.conversations.conftest import ENVIRON, MASTER, MASTER_H, gateway_yaml
-from tests.store._support import PG_ENV, PG_HOWTO
+from tests.store._support import throwaway_postgres_database
 from tests.support import gateway_process
 
 
 def _pg_database() -> Iterator[str]:
-    dsn = os.environ.get(PG_ENV)
-    if not dsn:
-        pytest.skip(PG_HOWTO)
-    import asyncpg
-
-    name = f"modelyard_conv_{uuid.uuid4().hex[:10]}"
-
-    async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(dsn, timeout=5)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    try:
-        asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    except Exception as exc:
-        pytest.skip(f"PostgreSQL at {PG_ENV} cannot be used ({type(exc).__name__}: {exc}). {PG_HOWTO}")
-    try:
-        yield dsn.rsplit("/", 1)[0] + "/" + name
-    finally:
-        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    return throwaway_postgres_database("modelyard_conv")
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -10,10 +10,8 @@ writer. Through a real gateway and the official SDK, on SQLite and on PostgreSQL
 from __future__ import annotations
 
 import asyncio
-import os
 import sqlite3
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,7 +24,7 @@ from modelyard.policy.refused import RefusedLedger, refusal_reason
 from modelyard.store.base import BudgetSpec, Period, Scope, Settlement
 from modelyard.telemetry.record import AttemptInfo, RequestRecord
 from tests.fakes.gateway import GatewayServer
-from tests.store._support import PG_ENV, PG_HOWTO, Backend, settlement
+from tests.store._support import Backend, settlement, throwaway_postgres_database
 from tests.store.conftest import backend
 
 __all__ = ["backend"]  # the store suite's fixture: SQLite, and PostgreSQL in a throw-away schema
@@ -195,28 +193,7 @@ class Gateway:
 
 
 def _pg_database() -> Iterator[str]:
-    dsn = os.environ.get(PG_ENV)
-    if not dsn:
-        pytest.skip(PG_HOWTO)
-    import asyncpg
-
-    name = f"modelyard_refused_{uuid.uuid4().hex[:10]}"
-
-    async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(dsn, timeout=5)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    try:
-        asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    except Exception as exc:
-        pytest.skip(f"PostgreSQL at {PG_ENV} cannot be used ({type(exc).__name__}: {exc}). {PG_HOWTO}")
-    try:
-        yield dsn.rsplit("/", 1)[0] + "/" + name
-    finally:
-        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    return throwaway_postgres_database("modelyard_refused")
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

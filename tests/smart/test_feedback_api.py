@@ -251,30 +251,9 @@ def test_routes_are_listed_as_models(smart_gateway: GatewayServer) -> None:
 @pytest.fixture
 def postgres_database() -> Iterator[str]:
     """A throw-away PostgreSQL database (the gateway keeps its tables in ``public``)."""
-    import os
-    import uuid
+    from tests.store._support import throwaway_postgres_database
 
-    import asyncpg
-
-    from tests.store._support import PG_ENV, PG_HOWTO, run_sync
-
-    dsn = os.environ.get(PG_ENV)
-    if not dsn:
-        pytest.skip(PG_HOWTO)
-    name = f"modelyard_smart_{uuid.uuid4().hex[:12]}"
-
-    async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(dsn, timeout=5)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    run_sync(lambda: admin(f'CREATE DATABASE "{name}"'))
-    try:
-        yield dsn.rsplit("/", 1)[0] + "/" + name
-    finally:
-        run_sync(lambda: admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    yield from throwaway_postgres_database("modelyard_smart")
 
 
 def test_feedback_survives_a_restart_on_postgresql(

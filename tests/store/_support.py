@@ -10,7 +10,7 @@ import asyncio
 import os
 import threading
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -173,3 +173,33 @@ async def make_budget(
     store: Store, scope: Scope, scope_id: str, limit: int, period: Period = Period.TOTAL
 ) -> None:
     await store.set_budget(BudgetSpec(scope, scope_id, period, limit))
+
+
+def throwaway_postgres_database(prefix: str) -> Iterator[str]:
+    """A fresh PostgreSQL database named ``<prefix>_<random>`` (a generator: yields its DSN, then
+    drops it), for gateways that keep their tables in ``public``. Skips the calling test, saying how
+    to run it, when no server is configured or it cannot be used."""
+    import pytest
+
+    dsn = os.environ.get(PG_ENV)
+    if not dsn:
+        pytest.skip(PG_HOWTO)
+    import asyncpg
+
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+
+    async def admin(sql: str) -> None:
+        conn = await asyncpg.connect(dsn, timeout=5)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    try:
+        run_sync(lambda: admin(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:
+        pytest.skip(f"PostgreSQL at {PG_ENV} cannot be used ({type(exc).__name__}: {exc}). {PG_HOWTO}")
+    try:
+        yield dsn.rsplit("/", 1)[0] + "/" + name
+    finally:
+        run_sync(lambda: admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

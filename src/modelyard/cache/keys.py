@@ -27,6 +27,7 @@ from typing import Any
 import orjson
 
 from modelyard.providers.base import WireProtocol
+from modelyard.routing.chat import CONTROL_FIELDS
 
 __all__ = [
     "IGNORED_FIELDS",
@@ -38,28 +39,10 @@ __all__ = [
     "tenant_of",
 ]
 
-IGNORED_FIELDS = frozenset(
-    {
-        "stream",
-        "stream_options",
-        "user",
-        "metadata",
-        "store",
-        "cache",
-        # control-plane fields: stripped before any upstream call (routing/chat.py CONTROL_FIELDS)
-        "api_base",
-        "base_url",
-        "api_key",
-        "api_version",
-        "extra_headers",
-        "headers",
-        "callbacks",
-        "success_callback",
-        "failure_callback",
-        "logger_fn",
-        "proxy",
-        "organization",
-    }
+IGNORED_FIELDS = (
+    frozenset({"stream", "stream_options", "user", "metadata", "store", "cache"})
+    # control-plane fields, stripped before any upstream call; a conversation id stays in the key
+    | (CONTROL_FIELDS - {"conversation_id"})
 )
 """Body fields that never change the answer, so never part of a key."""
 

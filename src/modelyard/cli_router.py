@@ -127,6 +127,14 @@ def train(
             min=0, help="Neighbours of a kNN component (0: off; on stores every training embedding)."
         ),
     ] = 0,
+    length_prior: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            help="Weight of the prompt-length prior (longer → strong), in standard deviations of the "
+            "learned gain; keeps the router sensible on prompts unlike its training data (0: off).",
+        ),
+    ] = 0.5,
     seed: Annotated[int, typer.Option(help="Seed for k-means and the inner folds.")] = 0,
     cache_dir: CacheOption = None,
     keep_contaminated: KeepContaminated = False,
@@ -151,7 +159,9 @@ def train(
             highlight=False,
         )
         embeddings = _embedder(console, cache_dir)(labels.prompts)
-        config = TrainConfig(linear_c=linear_c, clusters=clusters, knn_k=knn, seed=seed)
+        config = TrainConfig(
+            linear_c=linear_c, clusters=clusters, knn_k=knn, length_prior=length_prior, seed=seed
+        )
         with console.status("training") as status:
             document = train_router(
                 labels,
@@ -219,6 +229,7 @@ def evaluate_command(
     ] = 100,
     linear_c: Annotated[float, typer.Option(min=1e-6, help="As in `router train`.")] = 0.3,
     knn: Annotated[int, typer.Option(min=0, help="As in `router train`.")] = 0,
+    length_prior: Annotated[float, typer.Option(min=0.0, help="As in `router train`.")] = 0.5,
     cache_dir: CacheOption = None,
     keep_contaminated: KeepContaminated = False,
 ) -> None:
@@ -263,7 +274,9 @@ def evaluate_command(
                 highlight=False,
             )
         out_dir.mkdir(parents=True, exist_ok=True)
-        config = TrainConfig(linear_c=linear_c, clusters=clusters, knn_k=knn, seed=seed)
+        config = TrainConfig(
+            linear_c=linear_c, clusters=clusters, knn_k=knn, length_prior=length_prior, seed=seed
+        )
         with tempfile.TemporaryDirectory(prefix="modelyard-router-") as workdir:
             embed = _embedder(console, cache_dir)
             with console.status("evaluating") as status:

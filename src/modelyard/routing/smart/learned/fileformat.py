@@ -10,7 +10,7 @@ Layout (``format_version`` 1)::
       "components": {"linear": {"weights": A, "bias": A},
                      "clusters": {"centroids": A, "gains": A},
                      "knn": {"bank": A, "gains": A, "k": 50}},        # each optional
-      "blend": {"components": ["linear", ...], "weights": A, "bias": 0.0},
+      "blend": {"components": ["linear", ...], "weights": A, "bias": 0.0, "length_prior": 0.0},
       "calibration": {"strong_share": A, "threshold": A},             # 101 points, share 0..1
       "training": {...metadata: data, counts, config, cross-fitted metrics...}
     }

@@ -112,6 +112,8 @@ class LearnedRouter:
         self._blend_names: list[str] = list(blend["components"])
         self._blend_weights = np.asarray(blend["weights"], dtype=np.float64)
         self._blend_bias = float(blend["bias"])
+        self._length_prior = float(blend.get("length_prior", 0.0))
+        """Gain added per standard deviation of log prompt length (see TrainConfig.length_prior)."""
         calibration = document["calibration"]
         self._shares = np.asarray(calibration["strong_share"], dtype=np.float64)
         self._thresholds = np.asarray(calibration["threshold"], dtype=np.float64)
@@ -150,7 +152,11 @@ class LearnedRouter:
         """Estimated quality gain of the strong model over the weak one, in [-1, 1]."""
         parts = self.components(prompt, embedding)
         values = np.asarray([parts[name] for name in self._blend_names], dtype=np.float64)
-        return float(np.clip(values @ self._blend_weights + self._blend_bias, -1.0, 1.0))
+        blended = float(values @ self._blend_weights + self._blend_bias)
+        if self._length_prior:
+            log_chars = float(np.log1p(len(prompt)))  # LENGTH_FEATURES[0]
+            blended += self._length_prior * (log_chars - self._length_mean[0]) / self._length_scale[0]
+        return float(np.clip(blended, -1.0, 1.0))
 
     def score(self, prompt: str, embedding: npt.ArrayLike | None) -> float:
         """How much the strong model is needed, in [0, 1] ((1 + gain) / 2); deterministic."""

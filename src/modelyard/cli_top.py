@@ -11,8 +11,9 @@ Two admin routes feed it (an admin or a viewer key may read both):
 Per model, from the ledger (a *request* is one ``request_id``; its attempts are its rows):
 
 =============  ===============================================================================
-requests       requests that reached an upstream (those refused before, by auth, a budget or
-               a rate limit, leave no ledger row)
+requests       requests that reached an upstream; those refused before (by auth, a model
+               allow-list, a budget, a rate limit or bad input: ledger status ``refused``) are
+               counted apart, in the header's ``refused`` figure
 error %        requests whose last attempt did not end ``ok`` (client disconnects excluded)
 p50 / p95 ms   nearest-rank percentiles of a request's upstream time: its attempts' latencies
                summed (backoff waits and the gateway's own overhead are not in it)
@@ -62,6 +63,8 @@ MAX_PAGES = 20
 OVERLAP_S = 30.0
 """How far back each incremental refresh looks again, for rows committed after newer ones."""
 OK_STATUSES = frozenset({"ok", "client_disconnect"})
+REFUSED = "refused"
+"""Ledger status of a request answered without an upstream attempt (modelyard.policy.refused)."""
 BREAKER_STYLE = {"closed": "green", "half_open": "yellow", "open": "bold red"}
 _DURATION = re.compile(r"^(\d+)([mhd])$")
 _UNITS = {"m": 60, "h": 3600, "d": 86400}
@@ -236,6 +239,8 @@ class ModelStats:
     cost_nano: int = 0
     latencies_ms: list[float] = field(default_factory=list)
     ttfts_ms: list[float] = field(default_factory=list)
+    refused: int = 0
+    """Requests answered without an upstream attempt (ledger status ``refused``)."""
 
     def add(self, attempts: Sequence[Attempt]) -> None:
         """Count one request, given its attempts in order."""
@@ -265,6 +270,9 @@ def summarize(rows: Iterable[Attempt]) -> tuple[list[ModelStats], ModelStats]:
     total = ModelStats("total")
     for attempts in requests.values():
         attempts.sort(key=lambda a: a.attempt)
+        if all(a.status == REFUSED for a in attempts):
+            total.refused += 1  # never reached a model: not a model's request, nor its error
+            continue
         model = attempts[0].model
         per_model.setdefault(model, ModelStats(model)).add(attempts)
         total.add(attempts)
@@ -363,7 +371,7 @@ def render_frame(url: str, window: str, snapshot: dict[str, Any], ledger: Ledger
         f"{url}  ",
         (time.strftime("%H:%M:%S"), "cyan"),
         f"  last {window}: {total.requests} requests, {fmt_pct(total.errors, total.requests)} errors, "
-        f"${fmt_usd(total.cost_usd)}",
+        f"{total.refused} refused, ${fmt_usd(total.cost_usd)}",
     )
     parts: list[RenderableType] = [header, deployments_table(snapshot), models_table(models, total, window)]
     if not ledger.complete:

@@ -158,3 +158,17 @@ def test_live_stops_on_a_key_problem(capsys: pytest.CaptureFixture[str]) -> None
         cli_top._live(session, Console(file=io.StringIO()), interval=0.01)  # type: ignore[arg-type]
     assert info.value.exit_code == 1
     assert "needs an admin or viewer key" in capsys.readouterr().err
+
+
+def test_refused_requests_are_counted_apart_from_models_and_errors() -> None:
+    rows = [
+        Attempt.from_row(row("ok", at=1)),
+        Attempt.from_row(
+            row("bad-key", 0, at=2, status="refused", model_requested="", deployment="", cost_nano=0)
+        ),
+        Attempt.from_row(row("limited", 0, at=3, status="refused", cost_nano=0)),
+    ]
+    models, total = summarize(rows)
+    assert [m.model for m in models] == ["m"]  # no row for the empty model name of a 401
+    assert (models[0].requests, models[0].errors) == (1, 0)
+    assert (total.requests, total.errors, total.refused) == (1, 0, 2)

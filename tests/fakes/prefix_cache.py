@@ -24,6 +24,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from tests.fakes._server import LoopbackServer
+
 BYTES_PER_TOKEN = 4
 
 
@@ -33,7 +35,7 @@ def _has_cache_control(value: Any) -> tuple[bool, bool]:
     return b'"cache_control"' in raw, b'"ttl":"1h"' in raw
 
 
-class PrefixCacheUpstream:
+class PrefixCacheUpstream(LoopbackServer):
     """One fake deployment on 127.0.0.1; ``base_url`` goes into an ``anthropic`` deployment."""
 
     def __init__(self, *, api_key: str, base_ms: float = 5.0, miss_ms_per_ktok: float = 20.0) -> None:
@@ -46,10 +48,7 @@ class PrefixCacheUpstream:
         self.uncached = 0
         self._cache: dict[str, float] = {}
         self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._runner: web.AppRunner | None = None
-        self._thread: threading.Thread | None = None
-        self.port = 0
+        super().__init__()
 
     @property
     def base_url(self) -> str:
@@ -66,49 +65,8 @@ class PrefixCacheUpstream:
             self.hits = self.misses = self.uncached = 0
 
     # -- lifecycle ------------------------------------------------------------------------------
-    def start(self) -> PrefixCacheUpstream:
-        ready = threading.Event()
-        failure: list[BaseException] = []
-
-        def run() -> None:
-            loop = asyncio.new_event_loop()
-            self._loop = loop
-            try:
-                loop.run_until_complete(self._start())
-            except BaseException as exc:
-                failure.append(exc)
-                ready.set()
-                return
-            ready.set()
-            loop.run_forever()
-            loop.run_until_complete(self._stop())
-            loop.close()
-
-        self._thread = threading.Thread(target=run, name="fake-prefix-cache", daemon=True)
-        self._thread.start()
-        if not ready.wait(10) or failure:
-            raise RuntimeError(f"fake prefix-cache upstream did not start: {failure}")
-        return self
-
-    async def _start(self) -> None:
-        app = web.Application(client_max_size=16 * 1024 * 1024)
+    def add_routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/messages", self._messages)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        server = site._server
-        assert isinstance(server, asyncio.Server)
-        self.port = server.sockets[0].getsockname()[1]
-
-    async def _stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-    def stop(self) -> None:
-        if self._loop is not None and self._thread is not None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(10)
 
     # -- the cache ------------------------------------------------------------------------------
     def _usage(self, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:

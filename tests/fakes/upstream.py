@@ -28,6 +28,8 @@ from typing import Any, Literal
 import orjson
 from aiohttp import web
 
+from tests.fakes._server import LoopbackServer
+
 RECORDINGS = Path(__file__).parent / "recordings"
 Vendor = Literal["openai", "anthropic"]
 
@@ -83,7 +85,7 @@ class RecordedRequest:
         return orjson.loads(self.body)
 
 
-class FakeUpstream:
+class FakeUpstream(LoopbackServer):
     """A fake vendor API on 127.0.0.1; ``base_url`` is what the gateway config points at."""
 
     def __init__(self, vendor: Vendor, *, api_key: str) -> None:
@@ -93,10 +95,7 @@ class FakeUpstream:
         self.served: list[str] = []
         """Recording file names served, in order (errors and 404s included)."""
         self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._runner: web.AppRunner | None = None
-        self._thread: threading.Thread | None = None
-        self.port = 0
+        super().__init__()
 
     # -- lifecycle ---------------------------------------------------------------------------------
     @property
@@ -105,49 +104,11 @@ class FakeUpstream:
         origin = f"http://127.0.0.1:{self.port}"
         return origin + "/v1" if self.vendor == "openai" else origin
 
-    def start(self) -> FakeUpstream:
-        ready = threading.Event()
-        failure: list[BaseException] = []
-
-        def run() -> None:
-            loop = asyncio.new_event_loop()
-            self._loop = loop
-            try:
-                loop.run_until_complete(self._start())
-            except BaseException as exc:  # reported to the starting thread
-                failure.append(exc)
-                ready.set()
-                return
-            ready.set()
-            loop.run_forever()
-            loop.run_until_complete(self._stop())
-            loop.close()
-
-        self._thread = threading.Thread(target=run, name=f"fake-{self.vendor}", daemon=True)
-        self._thread.start()
-        if not ready.wait(10) or failure:
-            raise RuntimeError(f"fake {self.vendor} upstream did not start: {failure}")
-        return self
-
-    async def _start(self) -> None:
-        app = web.Application(client_max_size=64 * 1024 * 1024)
+    def add_routes(self, app: web.Application) -> None:
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        server = site._server
-        assert isinstance(server, asyncio.Server)
-        self.port = server.sockets[0].getsockname()[1]
 
-    async def _stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-    def stop(self) -> None:
-        if self._loop is not None and self._thread is not None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(10)
+    def thread_name(self) -> str:
+        return f"fake {self.vendor} upstream"
 
     # -- what was received -------------------------------------------------------------------------
     def clear(self) -> None:

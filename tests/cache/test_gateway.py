@@ -30,6 +30,18 @@ def ask(oa: openai.OpenAI, model: str, messages: list[Any], **kw: Any) -> tuple[
     return raw.headers.get("x-modelyard-cache", ""), raw
 
 
+def cache_entries(admin: httpx.Client) -> int:
+    return int(admin.get("/admin/cache").json()["entries"])
+
+
+def wait_for_write(admin: httpx.Client, before: int) -> None:
+    """Cache writes happen just after the answer was sent: wait (bounded) until it landed."""
+    deadline = time.monotonic() + 10
+    while cache_entries(admin) <= before:
+        assert time.monotonic() < deadline, "the answer was never written to the cache"
+        time.sleep(0.01)
+
+
 def openai_stream_content(raw: Any) -> dict[str, Any]:
     text, calls, finish = "", {}, None
     for chunk in raw.parse():
@@ -126,7 +138,7 @@ def test_a_repeat_is_a_hit_with_a_fresh_id_and_no_upstream_call(
 
 @pytest.mark.parametrize("model", ["oa-text", "oa-tools"])
 def test_openai_stream_replay_equals_the_original_stream(
-    oa: openai.OpenAI, upstreams: tuple[FakeUpstream, FakeUpstream], model: str
+    oa: openai.OpenAI, admin: httpx.Client, upstreams: tuple[FakeUpstream, FakeUpstream], model: str
 ) -> None:
     fake_openai, _ = upstreams
     messages = prompt("Stream me")
@@ -135,10 +147,11 @@ def test_openai_stream_replay_equals_the_original_stream(
         if model == "oa-tools"
         else openai.NOT_GIVEN
     )
+    before = cache_entries(admin)
     state, raw = ask(oa, model, messages, stream=True, tools=tools)
-    original = openai_stream_content(raw)
+    original = openai_stream_content(raw)  # the SDK closes the connection right after [DONE]
     assert state == "miss" and original["finish"]
-    time.sleep(0.05)  # the write happens after the stream ended
+    wait_for_write(admin, before)
     state, raw = ask(oa, model, messages, stream=True, tools=tools, stream_options={"include_usage": True})
     assert state == "hit"
     assert openai_stream_content(raw) == original
@@ -150,17 +163,18 @@ def test_openai_stream_replay_equals_the_original_stream(
 
 @pytest.mark.parametrize("model", ["an-text", "an-tools"])
 def test_anthropic_stream_replay_equals_the_original_stream(
-    an: anthropic.Anthropic, upstreams: tuple[FakeUpstream, FakeUpstream], model: str
+    an: anthropic.Anthropic, admin: httpx.Client, upstreams: tuple[FakeUpstream, FakeUpstream], model: str
 ) -> None:
     _, fake_anthropic = upstreams
     kw: dict[str, Any] = {"model": model, "max_tokens": 200, "messages": prompt("Stream me")}
     if model == "an-tools":
         kw["tools"] = [{"name": "get_weather", "input_schema": {"type": "object"}}]
+    before = cache_entries(admin)
     raw = an.messages.with_raw_response.create(stream=True, **kw)
     assert raw.headers["x-modelyard-cache"] == "miss"
     original = anthropic_stream_content(raw)
     assert original["stop"]
-    time.sleep(0.05)
+    wait_for_write(admin, before)
     raw = an.messages.with_raw_response.create(stream=True, **kw)
     assert raw.headers["x-modelyard-cache"] == "hit"
     assert anthropic_stream_content(raw) == original

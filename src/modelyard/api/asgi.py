@@ -197,6 +197,11 @@ async def send_json(send: Send, status: int, data: Any, ctx: RequestContext) -> 
     await send_bytes(send, status, orjson.dumps(data), ctx.response_headers(b"application/json"))
 
 
+def is_terminal_event(chunk: bytes) -> bool:
+    """Whether an SSE chunk carries a stream's last event (OpenAI ``[DONE]``, Anthropic ``message_stop``)."""
+    return b"data: [DONE]" in chunk or b"event: message_stop" in chunk
+
+
 async def send_stream(
     send: Send,
     receive: Receive,
@@ -208,16 +213,22 @@ async def send_stream(
 
     The client leaving is noticed at once, even while the upstream is silent: the watcher cancels
     this task, which closes the upstream stream (and frees its deployment slot) right away.
+
+    A client that leaves *after* the stream's terminal event (OpenAI's ``[DONE]``, Anthropic's
+    ``message_stop``) got the whole answer: the official SDKs close the connection as soon as they
+    read it. Such a stream is complete (returns True); the rest of the upstream stream is still
+    drained, unsent, so that what follows the stream (ledger, conversation, cache) sees all of it.
     """
     disconnected = asyncio.Event()
     streaming = asyncio.current_task()
+    delivered = False  # the terminal event was sent
 
     async def watch() -> None:
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
                 disconnected.set()
-                if streaming is not None:
+                if not delivered and streaming is not None:
                     streaming.cancel()
                 return
 
@@ -231,10 +242,24 @@ async def send_stream(
             }
         )
         await send({"type": "http.response.body", "body": first, "more_body": True})
+        delivered = is_terminal_event(first)
         async for chunk in rest:
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            if delivered and disconnected.is_set():
+                continue  # drained, not sent: the client has the whole answer and left
+            try:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            except OSError:
+                if not delivered:
+                    raise
+                disconnected.set()
+                continue
+            delivered = delivered or is_terminal_event(chunk)
         watcher.cancel()
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        if not disconnected.is_set():
+            try:
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+            except OSError:
+                return delivered
         return True
     except asyncio.CancelledError:
         if disconnected.is_set() and streaming is not None:

@@ -98,7 +98,7 @@ class AppState:
         telemetry = TelemetryHub(observability.sinks())
         request_log = RequestLogSink(store, config.request_log, redact=redact)
         telemetry.add(request_log)
-        refused = RefusedLedger(store)
+        refused = RefusedLedger(store, on_drop=observability.metrics.ledger_refused_dropped.inc)
         telemetry.add(refused)
         return cls(
             config,

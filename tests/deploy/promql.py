@@ -30,6 +30,7 @@ COUNTERS: dict[str, frozenset[str]] = {
     "modelyard_cost_usd_total": frozenset({"model", "deployment", "local", "team"}),
     "modelyard_cache_requests_total": frozenset({"model", "kind", "result"}),
     "modelyard_smart_route_decisions_total": frozenset({"route", "model", "reason"}),
+    "modelyard_ledger_refused_dropped_total": frozenset(),
 }
 GAUGES: dict[str, frozenset[str]] = {
     "modelyard_deployment_in_flight": DEPLOYMENT,

@@ -19,9 +19,11 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from prometheus_client import CollectorRegistry
 
 from modelyard.policy.refused import RefusedLedger, refusal_reason
 from modelyard.store.base import BudgetSpec, Period, Scope, Settlement
+from modelyard.telemetry.metrics import GatewayMetrics
 from modelyard.telemetry.record import AttemptInfo, RequestRecord
 from tests.fakes.gateway import GatewayServer
 from tests.store._support import Backend, settlement, throwaway_postgres_database
@@ -149,13 +151,19 @@ async def test_a_flood_is_batched_bounded_and_does_not_stall_real_settlements(ba
 
     store.settle = counting_settle  # type: ignore[method-assign]
     try:
-        sink = RefusedLedger(store, max_queue=3000, flush_interval_s=0.05)
+        registry = CollectorRegistry()
+        metrics = GatewayMetrics(registry)
+        sink = RefusedLedger(
+            store, max_queue=3000, flush_interval_s=0.05, on_drop=metrics.ledger_refused_dropped.inc
+        )
         sink.start()
         started = time.perf_counter()
         for i in range(20_000):  # a burst of bad-key requests, faster than any writer
             sink.emit(record(f"flood-{i}", 401, key_id=None))
         emit_s = time.perf_counter() - started
         assert sink.queued == 3000 and sink.dropped == 17_000
+        # ... and the drops are visible in /metrics, not only in a log line.
+        assert registry.get_sample_value("modelyard_ledger_refused_dropped_total") == 17_000
         assert emit_s < 1.0  # constant work per refusal, no I/O (generous for a shared machine)
         # A real request's settlement, queued behind the flood, still commits promptly.
         await store.settle(settlement("real-1", 5))

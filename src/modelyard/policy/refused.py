@@ -26,6 +26,7 @@ import contextlib
 import logging
 import os
 from collections import deque
+from collections.abc import Callable
 
 from modelyard.store.base import AttemptRow, Settlement, Store
 from modelyard.telemetry.record import RequestRecord
@@ -88,8 +89,16 @@ def refused_row(record: RequestRecord) -> AttemptRow:
 class RefusedLedger:
     """A telemetry sink: a ledger row for each inference request answered without an attempt."""
 
-    def __init__(self, store: Store, *, max_queue: int = 10_000, flush_interval_s: float = 0.25) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        max_queue: int = 10_000,
+        flush_interval_s: float = 0.25,
+        on_drop: Callable[[], None] | None = None,
+    ) -> None:
         self._store = store
+        self._on_drop = on_drop  # e.g. the modelyard_ledger_refused_dropped_total counter
         self._max_queue = max_queue
         self._interval = flush_interval_s
         self._queue: deque[AttemptRow] = deque()
@@ -107,6 +116,8 @@ class RefusedLedger:
             return
         if len(self._queue) >= self._max_queue:
             self.dropped += 1
+            if self._on_drop is not None:
+                self._on_drop()
             if self.dropped == 1 or self.dropped % 10_000 == 0:
                 log.warning(
                     "refused-request ledger queue full (%d rows): %d refused requests not recorded "

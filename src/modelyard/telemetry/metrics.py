@@ -197,6 +197,12 @@ class GatewayMetrics:
             buckets=CACHE_LOOKUP_BUCKETS,
             registry=r,
         )
+        self.ledger_refused_dropped = Counter(
+            "modelyard_ledger_refused_dropped_total",
+            "Refused requests (401/403/429… before any upstream attempt) not written to the ledger "
+            "because its refused-row queue was full; they are still in the request log. Should stay 0.",
+            registry=r,
+        )
         self.smart_route_decisions = Counter(
             "modelyard_smart_route_decisions_total",
             "Smart-route decisions (model: auto …): the route, the model it chose and why "

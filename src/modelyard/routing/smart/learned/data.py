@@ -8,7 +8,9 @@ Accepted inputs (:func:`load_labels` picks by what the path is):
   (``True``/``False``, ``1``/``0`` or a number in [0, 1]); ``<model>_response`` columns, when
   present, give output lengths and are not models;
 * a **JSONL** file of ``{"prompt": "...", "scores": {"<model>": 0..1, ...}}`` lines, optionally with
-  ``"group"`` (a task or source name) and ``"output_tokens": {"<model>": n}``.
+  ``"group"`` (a task or source name) and ``"output_tokens": {"<model>": n}``. A line may score
+  only some of the models (feedback scores the model that answered): the others are *unobserved*
+  (NaN in :attr:`LabelSet.scores`) and the set is :attr:`~LabelSet.partial`.
 
 A ``contaminated_prompts.jsonl`` beside the data (RouteLLM's list of prompts that leaked into
 published routers' training data) drops those prompts; the count dropped is reported.
@@ -27,7 +29,7 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
-__all__ = ["LabelError", "LabelSet", "load_labels", "pick_pair"]
+__all__ = ["LabelError", "LabelSet", "for_pair", "load_labels", "pick_pair"]
 
 CONTAMINATED_FILE = "contaminated_prompts.jsonl"
 _RESPONSE_SUFFIX = "_response"
@@ -44,7 +46,7 @@ class LabelSet:
 
     prompts: list[str]
     scores: dict[str, npt.NDArray[np.float64]]
-    """Model name → one score per prompt (1.0 = correct / best)."""
+    """Model name → one score per prompt (1.0 = correct / best; NaN = not observed)."""
     groups: list[str]
     """Per prompt: its subject / task / source ("" when unknown)."""
     source: str
@@ -59,6 +61,16 @@ class LabelSet:
     @property
     def models(self) -> list[str]:
         return list(self.scores)
+
+    @property
+    def partial(self) -> bool:
+        """True when some prompt lacks a score for some model (NaN)."""
+        return any(bool(np.isnan(s).any()) for s in self.scores.values())
+
+    def mean_score(self, model: str) -> float:
+        """The model's mean over the prompts it has a score for (NaN: none)."""
+        observed = self.scores[model][~np.isnan(self.scores[model])]
+        return float(observed.mean()) if len(observed) else float("nan")
 
     def subset(self, index: npt.NDArray[np.int64] | Sequence[int]) -> LabelSet:
         rows = np.asarray(index, dtype=np.int64)
@@ -104,9 +116,33 @@ def pick_pair(labels: LabelSet, strong: str | None, weak: str | None) -> tuple[s
     if weak is not None:
         return next(m for m in models if m != weak), weak
     first, second = models
+    if labels.partial:
+        if labels.mean_score(first) >= labels.mean_score(second):
+            return first, second
+        return second, first
     if labels.scores[first].mean() >= labels.scores[second].mean():
         return first, second
     return second, first
+
+
+def for_pair(labels: LabelSet, strong: str, weak: str) -> LabelSet:
+    """Partial labels cut to the pair: only its two models, only prompts scoring at least one of
+    them. Complete labels are returned as they are (their fingerprint and router file unchanged)."""
+    if not labels.partial:
+        return labels
+    keep = np.flatnonzero(~(np.isnan(labels.scores[strong]) & np.isnan(labels.scores[weak])))
+    pair = replace(
+        labels,
+        scores={m: labels.scores[m] for m in (strong, weak)},
+        output_tokens={m: t for m, t in labels.output_tokens.items() if m in (strong, weak)},
+    ).subset(keep)
+    for model in (strong, weak):
+        if not (~np.isnan(pair.scores[model])).any():
+            raise LabelError(
+                f"{labels.source} has no score for {model!r}; the router needs scores for both "
+                "models (with feedback: send some traffic to each, e.g. bandit exploration)"
+            )
+    return pair
 
 
 def load_labels(path: str | Path, *, drop_contaminated: bool = True) -> LabelSet:
@@ -275,15 +311,10 @@ def _read_jsonl(file: Path) -> LabelSet:
         lengths.append({str(k): float(v) for k, v in out.items()})
     if not rows:
         raise LabelError(f'{file}: no labelled lines; each line is {{"prompt": ..., "scores": {{...}}}}')
-    models = list(rows[0])
-    for line_no, row in enumerate(rows, start=1):
-        if set(row) != set(models):
-            raise LabelError(
-                f"{file}: labelled prompt #{line_no} scores {sorted(row)} but the first scores "
-                f"{sorted(models)}; every line must score the same models"
-            )
+    models = list(dict.fromkeys(m for row in rows for m in row))  # first seen first
     if len(models) < 2:
         raise LabelError(f"{file}: only one model ({models[0]}) is scored; a router needs at least two")
+    unobserved = float("nan")  # partial labels: this line does not score this model
     output = {
         m: np.asarray([r[m] for r in lengths], dtype=np.float64)
         for m in models
@@ -291,7 +322,7 @@ def _read_jsonl(file: Path) -> LabelSet:
     }
     return LabelSet(
         prompts=prompts,
-        scores={m: np.asarray([r[m] for r in rows], dtype=np.float64) for m in models},
+        scores={m: np.asarray([r.get(m, unobserved) for r in rows], dtype=np.float64) for m in models},
         groups=groups,
         source=str(file),
         output_tokens=output,

@@ -17,6 +17,8 @@ The blend is a least-squares fit of the observed gain on the components' out-of-
 (``inner_folds`` folds, 3 by default), so no component is weighted by how well it memorised its own training
 data. Calibration thresholds (score for each share of strong calls) come from the same
 out-of-fold blended scores. All randomness is seeded; the same inputs give the same file.
+
+Labels that score only one model per prompt (feedback) are trained by :mod:`.partial`.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from modelyard.routing.smart.learned.data import LabelSet
+from modelyard.routing.smart.learned.data import LabelError, LabelSet
 from modelyard.routing.smart.learned.features import (
     EMBEDDING_DIMENSIONS,
     EMBEDDING_MODEL_ID,
@@ -36,6 +38,7 @@ from modelyard.routing.smart.learned.features import (
     length_matrix,
 )
 from modelyard.routing.smart.learned.fileformat import FORMAT, FORMAT_VERSION, encode_array
+from modelyard.routing.smart.learned.partial import fit_partial, head_probabilities, label_counts, pseudo_gain
 
 __all__ = ["TrainConfig", "fold_ids", "train_router"]
 
@@ -117,6 +120,8 @@ def _fit(
     weak: FloatArray,
     cfg: TrainConfig,
 ) -> _Fitted:
+    if np.isnan(strong).any() or np.isnan(weak).any():
+        return fit_partial(embeddings, lengths, strong, weak, cfg)
     mean = lengths.mean(axis=0)
     scale = lengths.std(axis=0)
     scale[scale < 1e-9] = 1.0
@@ -212,8 +217,15 @@ def train_router(
     s, w = labels.scores[strong], labels.scores[weak]
     lengths = length_matrix(labels.prompts)
     gain = s - w
+    partial = bool(np.isnan(gain).any())
+    if partial and config.knn_k > 0:
+        raise LabelError(
+            f"{labels.source}: the kNN component needs both models scored on every prompt; "
+            "these labels score one model on some prompts (feedback): train without --knn"
+        )
     folds = fold_ids(labels.prompts, max(2, min(config.inner_folds, len(labels))), config.seed)
     out_of_fold: FloatArray | None = None
+    heads_out_of_fold = np.full((len(labels), 2), np.nan)
     for fold in range(int(folds.max()) + 1):
         note(f"inner fold {fold + 1}/{int(folds.max()) + 1}")
         train, test = folds != fold, folds == fold
@@ -224,10 +236,14 @@ def train_router(
         if out_of_fold is None:
             out_of_fold = np.zeros((len(labels), part.shape[1]))
         out_of_fold[test] = part
+        if partial:
+            heads_out_of_fold[test] = head_probabilities(fitted, embeddings[test], lengths[test])
     assert out_of_fold is not None
     note("final fit on all prompts")
     fitted = _fit(embeddings, lengths, s, w, config)
     names = fitted.names()
+    if partial:
+        gain = pseudo_gain(s, w, heads_out_of_fold)
     weights, bias = _blend(out_of_fold[:, : len(names)], gain)
     oof_blend = out_of_fold[:, : len(names)] @ weights + bias
     length_z = (lengths[:, 0] - fitted.length_mean[0]) / fitted.length_scale[0]
@@ -280,8 +296,9 @@ def train_router(
             "data_fingerprint": labels.fingerprint(),
             "prompts": len(labels),
             "dropped_contaminated": labels.dropped_contaminated,
-            "strong_mean_score": float(s.mean()),
-            "weak_mean_score": float(w.mean()),
+            "strong_mean_score": labels.mean_score(strong) if partial else float(s.mean()),
+            "weak_mean_score": labels.mean_score(weak) if partial else float(w.mean()),
+            **({"partial_labels": label_counts(s, w)} if partial else {}),
             "config": asdict(config),
             "blend_weights": dict(zip(names, [float(x) for x in weights], strict=True)),
             "modelyard_version": __version__,

@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from modelyard.errors import GatewayError
-from modelyard.policy._ratelimit_lua import ACQUIRE_LUA
+from modelyard.policy._ratelimit_lua import BATCH_LUA
 from modelyard.policy.ratelimit import LimitCheck, RateLimitBackendError, RedisRateLimiter
 from tests.ratelimit.conftest import LimiterFactory
 
@@ -72,11 +72,11 @@ async def test_a_flushed_script_is_loaded_again(
     A script text unique to this run stands in for a flushed cache, so the test need not flush the
     server's scripts under anyone else's feet.
     """
-    unique = ACQUIRE_LUA + f"\n-- test {uuid.uuid4().hex}\n"
-    monkeypatch.setattr("modelyard.policy.ratelimit.ACQUIRE_LUA", unique)
+    unique = BATCH_LUA + f"\n-- test {uuid.uuid4().hex}\n"
+    monkeypatch.setattr("modelyard.policy.ratelimit.BATCH_LUA", unique)
     sha = hashlib.sha1(unique.encode()).hexdigest()
     limiter = make_redis()
-    monkeypatch.setattr(limiter, "_acquire_sha", sha)
+    monkeypatch.setattr(limiter, "_batch_sha", sha)
     assert redis_client.script_exists(sha) == [False]
     assert (await limiter.acquire([rpm(1)])).allowed
     assert redis_client.script_exists(sha) == [True]
@@ -100,8 +100,9 @@ async def test_an_unreachable_redis_raises_a_clear_error() -> None:
         assert "127.0.0.1" in message and "check that Redis is running" in message
         assert "hunter2" not in message
         assert isinstance(caught.value, GatewayError) and caught.value.status == 503
+        await limiter.adjust(LimitCheck("key", "k1", "tpm", 10, 5), -5, at=0.0)  # queued, not sent
         with pytest.raises(RateLimitBackendError):
-            await limiter.adjust(LimitCheck("key", "k1", "tpm", 10, 5), -5, at=0.0)
+            await limiter.flush()
         with pytest.raises(RateLimitBackendError):
             await limiter.ping()
     finally:

@@ -41,8 +41,8 @@ reservation).
 
 Backends: :class:`MemoryRateLimiter` (one process) and :class:`RedisRateLimiter` (several gateway
 processes sharing one Redis; it uses the Redis server's clock, so processes with skewed clocks
-agree). A Redis failure raises :class:`RateLimitBackendError`; whether to fail open or closed is
-the caller's choice.
+agree; it sends concurrent requests, and settlements, together: one round trip per batch). A Redis
+failure raises :class:`RateLimitBackendError`; whether to fail open or closed is the caller's choice.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Literal, Self
 from urllib.parse import urlsplit
 
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -66,7 +66,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError
 
 from modelyard.errors import NotReadyError
-from modelyard.policy._ratelimit_lua import ACQUIRE_LUA, ADJUST_LUA
+from modelyard.policy._group_commit import GroupCommit
+from modelyard.policy._ratelimit_lua import BATCH_LUA
 
 __all__ = [
     "DEFAULT_WINDOW_S",
@@ -156,8 +157,13 @@ class RateLimiter(abc.ABC):
         """Add ``delta`` (negative: give back) to ``check``'s counter in the bucket of time ``at``.
 
         ``at`` is the :attr:`Decision.at` of the acquire that reserved the cost. If that part of the
-        window has already expired, nothing happens. A counter never goes below zero.
+        window has already expired, nothing happens. A counter never goes below zero. A backend may
+        write it later (Redis batches settlements: see :class:`RedisRateLimiter`); every later
+        ``acquire`` of this limiter sees it.
         """
+
+    async def flush(self) -> None:  # noqa: B027 - optional hook, empty by default
+        """Write the settlements a backend still holds; raises :class:`RateLimitBackendError`."""
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook, empty by default
         """Release the backend's resources."""
@@ -339,21 +345,44 @@ def _safe_url(url: str) -> str:
     return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
+_Request = tuple[Sequence[LimitCheck], str | int]
+"""One acquire as the batch script takes it: its checks and ``now_us`` ('' = the server's clock)."""
+_DeltaKey = tuple[str, int]
+"""A settlement's target: the counter's key base and the bucket index."""
+
+
 class RedisRateLimiter(RateLimiter):
     """Limits shared by every gateway process through one Redis (6.2 or newer).
 
     ``url``: e.g. ``redis://127.0.0.1:6379/0`` (``rediss://`` for TLS; a password in the URL is
     never logged). ``prefix`` (default ``"modelyard:rl"``): the start of every key; give each
     deployment its own. On Redis Cluster, use a hash-tagged prefix such as ``"{modelyard:rl}"`` so
-    one request's counters share a slot. ``window_s`` / ``bucket_s``: as for
-    :class:`MemoryRateLimiter`. ``timeout_s`` (default 0.5): the connect, command and wait-for-a-free-
-    connection timeout. ``max_connections`` (default 32): the connection pool's size.
+    all counters share a slot (one call carries many requests' counters). ``window_s`` /
+    ``bucket_s``: as for :class:`MemoryRateLimiter`. ``timeout_s`` (default 0.5): the connect,
+    command and wait-for-a-free-connection timeout. ``max_connections`` (default 32): the
+    connection pool's size. ``max_batch`` (default 128): the most requests one call carries.
+    ``settle_delay_s`` (default 0.02): how long a TPM settlement may wait to ride along with a call.
 
-    One request is one round trip: a Lua script (run by EVALSHA, loaded on first NOSCRIPT) checks
-    and increments all its counters atomically and reads the time from the Redis server, so gateway
-    processes with skewed clocks agree. Each counter is a hash (bucket → amount, plus the total
-    ``n``) and a sorted set (bucket → its newest admission, µs), both expiring one window after the
-    counter's last admission. Failures raise :class:`RateLimitBackendError`.
+    **Group commit.** One call is in flight at a time; the ``acquire``\\ s that arrive meanwhile go
+    together in the next one: one EVALSHA of a Lua script that evaluates the batch in order, each
+    request checked and incremented atomically as before, and reads the time from the Redis server
+    (so gateway processes with skewed clocks agree). A lone request is sent at once, from its own
+    task (no added wait); N concurrent requests cost one round trip per batch. Each counter is a hash
+    (bucket → amount, plus the total ``n``) and a sorted set (bucket → its newest admission, µs),
+    both expiring one window after the counter's last admission.
+
+    **Settlements** (:meth:`adjust`) return at once: the delta is summed in memory per counter and
+    bucket and written with the next call, ahead of that call's requests. So an ``acquire`` always
+    sees every settlement made in this process before it; another process sees it at most
+    ``settle_delay_s`` + two round trips later (a timer sends pending deltas when no request comes to
+    carry them). Until then, tokens given back elsewhere still count, which can only refuse, for
+    that long, a request that would just fit; an overrun (a positive delta) counts that much late.
+    :meth:`flush` writes them now; :meth:`aclose` does too, so a clean shutdown loses none.
+
+    **Failures** raise :class:`RateLimitBackendError` in every request of the failed call (each
+    call ends within ``timeout_s``, so none waits longer than about two of them); settlements in a
+    failed call are dropped with a warning (the call may have reached Redis; counting them twice
+    would be worse; the counters keep the reservation until their window passes).
     """
 
     def __init__(
@@ -365,6 +394,8 @@ class RedisRateLimiter(RateLimiter):
         bucket_s: float | None = None,
         timeout_s: float = 0.5,
         max_connections: int = 32,
+        max_batch: int = 128,
+        settle_delay_s: float = 0.02,
     ) -> None:
         self.window_s = float(window_s)
         self.bucket_s = _bucket_span(self.window_s, bucket_s)
@@ -375,8 +406,6 @@ class RedisRateLimiter(RateLimiter):
         self._where = _safe_url(url)
         # One retry, on a connection error only: it replaces a pooled connection the server closed.
         # Never retry a timeout: the script may have run, and running it twice counts a request twice.
-        # A blocking pool: a burst of requests queues for a connection (up to timeout_s) instead of
-        # failing or opening one connection per request.
         pool = BlockingConnectionPool.from_url(
             url,
             max_connections=max_connections,
@@ -386,48 +415,71 @@ class RedisRateLimiter(RateLimiter):
             retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
         )
         self._redis: Redis = Redis.from_pool(pool)  # closes the pool on aclose()
-        self._acquire_sha = hashlib.sha1(ACQUIRE_LUA.encode()).hexdigest()
-        self._adjust_sha = hashlib.sha1(ADJUST_LUA.encode()).hexdigest()
+        self._batch_sha = hashlib.sha1(BATCH_LUA.encode()).hexdigest()
+        self._batches: GroupCommit[_Request, Decision, _DeltaKey] = GroupCommit(
+            self._send, max_batch=max_batch, delta_delay_s=settle_delay_s
+        )
 
-    def _keys(self, check: LimitCheck) -> tuple[str, str]:
-        base = f"{self.prefix}:{check.kind}:{_escape(check.scope)}:{check.scope_id}"
-        return base + ":h", base + ":z"
+    @property
+    def calls(self) -> int:
+        """Redis script calls made so far (for tests and metrics)."""
+        return self._batches.calls
+
+    def _base(self, check: LimitCheck) -> str:
+        return f"{self.prefix}:{check.kind}:{_escape(check.scope)}:{check.scope_id}"
 
     async def acquire(self, checks: Sequence[LimitCheck], now: float | None = None) -> Decision:
         if not checks:
             return Decision(True, 0.0, None, time.time() if now is None else now)
-        keys: list[str] = []
-        args: list[str | int] = [
-            "" if now is None else round(now * 1_000_000),
-            self._window_us,
-            self._bucket_us,
-            self._ttl_ms,
-        ]
-        for check in checks:
-            keys.extend(self._keys(check))
-            args.append(check.limit)
-            args.append(check.cost)
-        allowed, now_us, violated_index, wait_us = await self._run(self._acquire_sha, ACQUIRE_LUA, keys, args)
-        at = int(now_us) / 1_000_000
-        if allowed:
-            return Decision(True, 0.0, None, at)
-        wait_s = max(int(wait_us) / 1_000_000, MIN_RETRY_AFTER_S)
-        return Decision(False, wait_s, checks[int(violated_index) - 1], at)
+        return await self._batches.submit((checks, "" if now is None else round(now * 1_000_000)))
 
     async def adjust(self, check: LimitCheck, delta: int, at: float) -> None:
-        if delta == 0:
-            return
-        bucket = round(at * 1_000_000) // self._bucket_us
-        await self._run(self._adjust_sha, ADJUST_LUA, list(self._keys(check)), [bucket, delta])
+        """Queue the settlement (see the class docstring); it never waits for Redis nor raises."""
+        if delta:
+            bucket = round(at * 1_000_000) // self._bucket_us
+            self._batches.add((self._base(check), bucket), delta)
 
-    async def _run(self, sha: str, script: str, keys: list[str], args: list[str | int]) -> Any:
+    async def flush(self) -> None:
+        await self._batches.flush()
+
+    async def _send(self, requests: Sequence[_Request], deltas: dict[_DeltaKey, int]) -> list[Decision]:
+        """One EVALSHA of the batch script: ``deltas`` first, then ``requests`` in order."""
+        counters: dict[str, int] = {}  # key base → its 1-based index in KEYS (pairs)
+        keys: list[str] = []
+
+        def counter(base: str) -> int:
+            index = counters.get(base)
+            if index is None:
+                index = counters[base] = len(counters) + 1
+                keys.append(base + ":h")
+                keys.append(base + ":z")
+            return index
+
+        args: list[str | int] = [self._window_us, self._bucket_us, self._ttl_ms, len(deltas)]
+        for (base, bucket), delta in deltas.items():
+            args += (counter(base), bucket, delta)
+        args.append(len(requests))
+        for checks, now_us in requests:
+            args += (now_us, len(checks))
+            for check in checks:
+                args += (counter(self._base(check)), check.limit, check.cost)
         with self._backend_errors():
             try:
-                return await self._redis.evalsha(sha, len(keys), *keys, *args)
+                reply = await self._redis.evalsha(self._batch_sha, len(keys), *keys, *args)
             except NoScriptError:
                 # First use, or the server restarted / ran SCRIPT FLUSH: load it, then run it.
-                await self._redis.script_load(script)
-                return await self._redis.evalsha(sha, len(keys), *keys, *args)
+                await self._redis.script_load(BATCH_LUA)
+                reply = await self._redis.evalsha(self._batch_sha, len(keys), *keys, *args)
+        decisions: list[Decision] = []
+        for i, (checks, _) in enumerate(requests):
+            allowed, now_us, violated, wait_us = reply[4 * i : 4 * i + 4]
+            at = int(now_us) / 1_000_000
+            if allowed:
+                decisions.append(Decision(True, 0.0, None, at))
+            else:
+                wait_s = max(int(wait_us) / 1_000_000, MIN_RETRY_AFTER_S)
+                decisions.append(Decision(False, wait_s, checks[int(violated) - 1], at))
+        return decisions
 
     @contextmanager
     def _backend_errors(self) -> Iterator[None]:
@@ -445,4 +497,8 @@ class RedisRateLimiter(RateLimiter):
             await self._redis.ping()
 
     async def aclose(self) -> None:
-        await self._redis.aclose()
+        """Write the pending settlements (a failure is logged), then close the connections."""
+        try:
+            await self._batches.aclose()
+        finally:
+            await self._redis.aclose()

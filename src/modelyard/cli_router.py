@@ -2,7 +2,9 @@
 
 Labels: a RouteLLM data folder (``mmlu/``, ``gsm8k/``), a CSV (``prompt`` + one score column per
 model) or JSONL (``{"prompt": ..., "scores": {"<model>": 0..1}}``); see
-:mod:`modelyard.routing.smart.learned.data`. docs/router-training.md is the guide.
+:mod:`modelyard.routing.smart.learned.data`. Or the gateway's own ``POST /v1/feedback`` scores
+joined with the captured prompts (``--from-feedback``, ``router export-feedback``; see
+:mod:`modelyard.routing.smart.learned.feedback_labels`). docs/router-training.md is the guide.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
+    from modelyard.routing.smart.learned.data import LabelSet
     from modelyard.routing.smart.learned.evaluate import EvalReport
+    from modelyard.routing.smart.learned.feedback_labels import FeedbackLabels
     from modelyard.routing.smart.learned.metrics import CurveMetrics
 
 router_app = typer.Typer(
@@ -59,6 +63,32 @@ CacheOption = Annotated[
         show_default=False,
     ),
 ]
+DatabaseOption = Annotated[
+    str | None,
+    typer.Option(
+        "--database-url",
+        help="The gateway's database (sqlite:///PATH or postgresql://…) "
+        "[default: --config's storage.database].",
+        show_default=False,
+    ),
+]
+GatewayConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        help="The gateway's YAML config, for its database [default: $MODELYARD_CONFIG, else zero config].",
+        show_default=False,
+    ),
+]
+SinceOption = Annotated[
+    str | None,
+    typer.Option(help="Only feedback since: 24h, 7d, 2w or a date (2026-11-01).", show_default=False),
+]
+RouteOption = Annotated[
+    str | None,
+    typer.Option(help="Only feedback on requests this route decided (e.g. auto).", show_default=False),
+]
 KeepContaminated = Annotated[
     bool,
     typer.Option(
@@ -89,6 +119,49 @@ def _clear_errors() -> Iterator[None]:
         raise _fail(f"{exc.filename or ''}: {exc.strerror or exc}") from None
 
 
+def _read_feedback(
+    console: Console, database_url: str | None, config: Path | None, since: str | None, route: str | None
+) -> FeedbackLabels:
+    """Feedback joined with captured prompts, from the given database or the config's."""
+    from modelyard.routing.smart.learned.feedback_labels import parse_since, read_feedback_labels
+
+    if database_url is None:
+        from modelyard.config import load_config_file
+        from modelyard.errors import ConfigError
+
+        try:
+            database_url = load_config_file(config).database_url
+        except ConfigError as exc:
+            raise _fail(str(exc)) from None
+    start = 0.0 if since is None else parse_since(since)
+    found = read_feedback_labels(database_url, since=start, route=route)
+    console.print(found.summary(), highlight=False, soft_wrap=True)
+    return found
+
+
+def _training_labels(
+    console: Console,
+    data: Path | None,
+    keep_contaminated: bool,
+    from_feedback: bool,
+    feedback: tuple[str | None, Path | None, str | None, str | None],
+    pair: tuple[str | None, str | None],
+) -> LabelSet:
+    """--data's labels, or --from-feedback's (which must name the pair: feedback cannot tell)."""
+    from modelyard.routing.smart.learned.data import load_labels
+
+    if from_feedback == (data is not None):
+        raise _fail("give either --data LABELS or --from-feedback (with --strong and --weak)")
+    if data is not None:
+        return load_labels(data, drop_contaminated=not keep_contaminated)
+    if None in pair:
+        raise _fail(
+            "--from-feedback needs --strong MODEL --weak MODEL: the served model names the router "
+            "chooses between (e.g. the route's costliest and cheapest candidates)"
+        )
+    return _read_feedback(console, *feedback).label_set()
+
+
 def _embedder(console: Console, cache_dir: Path | None) -> Callable[[list[str]], npt.NDArray[np.float32]]:
     from modelyard.routing.smart.learned.features import embed_texts
 
@@ -111,7 +184,25 @@ def _embedder(console: Console, cache_dir: Path | None) -> Callable[[list[str]],
 
 @router_app.command()
 def train(
-    data: DataOption,
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            "--data",
+            help="Labels: a RouteLLM folder (e.g. ../shared/data/routing/mmlu), a .csv or a .jsonl file.",
+            show_default=False,
+        ),
+    ] = None,
+    from_feedback: Annotated[
+        bool,
+        typer.Option(
+            "--from-feedback",
+            help="Train on the gateway's POST /v1/feedback scores and captured prompts instead of --data.",
+        ),
+    ] = False,
+    database_url: DatabaseOption = None,
+    gateway_config: GatewayConfigOption = None,
+    since: SinceOption = None,
+    route: RouteOption = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Router file to write.")] = Path("router.json"),
     strong: StrongOption = None,
     weak: WeakOption = None,
@@ -142,20 +233,30 @@ def train(
     """Train a router on per-prompt quality labels and write it (deterministic JSON).
 
     Example: [bold]modelyard router train --data ../shared/data/routing/mmlu --out router.json[/bold]
+    From feedback: [bold]modelyard router train --from-feedback --strong gpt-4o --weak local[/bold]
     """
-    from modelyard.routing.smart.learned.data import load_labels, pick_pair
+    from modelyard.routing.smart.learned.data import for_pair, pick_pair
     from modelyard.routing.smart.learned.fileformat import write_router_file
     from modelyard.routing.smart.learned.train import TrainConfig, train_router
 
     console = Console(stderr=True)
     with _clear_errors():
-        labels = load_labels(data, drop_contaminated=not keep_contaminated)
+        labels = _training_labels(
+            console,
+            data,
+            keep_contaminated,
+            from_feedback,
+            (database_url, gateway_config, since, route),
+            (strong, weak),
+        )
         strong_model, weak_model = pick_pair(labels, strong, weak)
+        labels = for_pair(labels, strong_model, weak_model)
         console.print(
             f"{len(labels)} prompts from {labels.source} "
             f"({labels.dropped_contaminated} contaminated dropped); "
-            f"strong {strong_model} ({labels.scores[strong_model].mean():.3f}), "
-            f"weak {weak_model} ({labels.scores[weak_model].mean():.3f})",
+            f"strong {strong_model} ({labels.mean_score(strong_model):.3f}), "
+            f"weak {weak_model} ({labels.mean_score(weak_model):.3f})"
+            + (_partial_note(labels, strong_model, weak_model) if labels.partial else ""),
             highlight=False,
         )
         embeddings = _embedder(console, cache_dir)(labels.prompts)
@@ -177,6 +278,46 @@ def train(
         f"[green]wrote {out}[/green] (blend: "
         + ", ".join(f"{k} {v:.2f}" for k, v in weights.items())
         + "). Evaluate with: modelyard router eval --data DATA --cv 5",
+        highlight=False,
+    )
+
+
+def _partial_note(labels: LabelSet, strong: str, weak: str) -> str:
+    from modelyard.routing.smart.learned.partial import label_counts
+
+    n = label_counts(labels.scores[strong], labels.scores[weak])
+    return (
+        f"; partial labels: strong scored on {n['strong']}, weak on {n['weak']}, both on {n['both']} "
+        "(each head learns from its own model's scores)"
+    )
+
+
+@router_app.command("export-feedback")
+def export_feedback(
+    out: Annotated[Path, typer.Option("--out", "-o", help="JSONL label file to write.")] = Path(
+        "feedback-labels.jsonl"
+    ),
+    database_url: DatabaseOption = None,
+    config: GatewayConfigOption = None,
+    since: SinceOption = None,
+    route: RouteOption = None,
+) -> None:
+    """Write the gateway's feedback, joined with the captured prompts, as JSONL labels.
+
+    One line per prompt: {"prompt", "scores": {model: mean score}, "feedback": {model: count},
+    "group": task}; the --data format of `router train` / `router eval`, to inspect or merge
+    with eval labels. Example: [bold]modelyard router export-feedback --route auto -o labels.jsonl[/bold]
+    """
+    console = Console(stderr=True)
+    with _clear_errors():
+        found = _read_feedback(console, database_url, config, since, route)
+        data = found.jsonl()
+        partial = out.with_name(out.name + ".partial")
+        partial.write_bytes(data)
+        partial.replace(out)
+    console.print(
+        f"[green]wrote {out}[/green] ({len(found.prompts)} prompts; models: {', '.join(found.models())}). "
+        f"Train with: modelyard router train --data {out} --strong MODEL --weak MODEL",
         highlight=False,
     )
 

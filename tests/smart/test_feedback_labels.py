@@ -146,12 +146,12 @@ def test_nothing_to_learn_from_says_what_to_do(tmp_path: Path) -> None:
     with pytest.raises(FeedbackError, match=r"no feedback in sqlite:///x\.db .*POST /v1/feedback"):
         empty.label_set()
     uncaptured = FeedbackLabels("db", feedback_rows=3, no_prompt=3)
-    with pytest.raises(FeedbackError, match="3 skipped without a captured prompt.*none has a prompt"):
+    with pytest.raises(FeedbackError, match=r"3 skipped without a captured prompt.*none has a prompt"):
         uncaptured.jsonl()
 
 
 def test_database_urls_that_cannot_be_read(tmp_path: Path) -> None:
-    with pytest.raises(FeedbackError, match="no database at .*absent.db; give the gateway's database"):
+    with pytest.raises(FeedbackError, match=r"no database at .*absent\.db; give the gateway's database"):
         read_feedback_labels(f"sqlite:///{tmp_path}/absent.db")
     assert not (tmp_path / "absent.db").exists()  # looking does not create it
     junk = tmp_path / "junk.db"

@@ -68,7 +68,7 @@ def test_jsonl_user_labels(tmp_path: Path) -> None:
         ("x.jsonl", '{"prompt": "q", "scores": {"a": 1, "b": 0}\n', r"x\.jsonl:1: not valid JSON"),
         ("x.jsonl", '{"prompt": "q", "scores": {"a": 2, "b": 0}}\n', "scores must be numbers in"),
         ("x.jsonl", '{"prompt": "", "scores": {"a": 1, "b": 0}}\n', "'prompt' must be a non-empty string"),
-        ("x.jsonl", '{"prompt": "q", "scores": {"a": 1}}\n{"prompt": "r", "scores": {"a": 0}}\n', "only one model"),
+        ("x.jsonl", '{"prompt": "q", "scores": {"a": 1}}\n{"prompt": "r", "scores": {"a": 0}}', "one model"),
         ("x.jsonl", "\n\n", "no labelled lines"),
         ("x.txt", "hello", "unknown label format"),
     ],

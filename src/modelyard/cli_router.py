@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from modelyard.routing.smart.learned.evaluate import EvalReport
     from modelyard.routing.smart.learned.feedback_labels import FeedbackLabels
     from modelyard.routing.smart.learned.metrics import CurveMetrics
+    from modelyard.routing.smart.learned.train import TrainConfig
 
 router_app = typer.Typer(
     help="Train and evaluate learned strong-vs-weak routers (RouteLLM-style APGR / CPT, with CIs).",
@@ -404,6 +405,15 @@ def evaluate_command(
             loaded = LearnedRouter.load(router)
             if strong is None and weak is None:
                 strong_model, weak_model = pick_pair(labels, loaded.strong, loaded.weak)
+        if labels.partial:
+            if train_data is not None:
+                raise _fail("--train-data is not supported with partial labels; use --cv K or --router FILE")
+            config = TrainConfig(
+                linear_c=linear_c, clusters=clusters, knn_k=knn, length_prior=length_prior, seed=seed
+            )
+            partial_eval = (router, cv, config, resamples, seed, out_dir / f"{name}.json")
+            _evaluate_partial(console, labels, strong_model, weak_model, cache_dir, partial_eval)
+            return
         strong_rate = resolve_price(strong_model, strong_price, "--strong-price")
         weak_rate = resolve_price(weak_model, weak_price, "--weak-price")
         prices = PairPrices(strong_rate, weak_rate) if strong_rate and weak_rate else None
@@ -444,6 +454,62 @@ def evaluate_command(
         )
     _print_table(report)
     console.print(f"wrote {png}, {page} and {metrics}", highlight=False)
+
+
+def _evaluate_partial(
+    console: Console,
+    labels: LabelSet,
+    strong: str,
+    weak: str,
+    cache_dir: Path | None,
+    how: tuple[Path | None, int | None, TrainConfig, int, int, Path],
+) -> None:
+    """`router eval` on labels that score one model per prompt: the measurable part, said so."""
+    from modelyard.routing.smart.learned.data import for_pair
+    from modelyard.routing.smart.learned.partial_eval import SHARES, evaluate_partial
+
+    router, cv, config, resamples, seed, metrics = how
+    labels = for_pair(labels, strong, weak)
+    with (
+        tempfile.TemporaryDirectory(prefix="modelyard-router-") as workdir,
+        console.status("evaluating") as status,
+    ):
+        report = evaluate_partial(
+            labels, strong, weak, embed=_embedder(console, cache_dir), router_path=router, cv_folds=cv,
+            config=config, resamples=resamples, seed=seed, workdir=Path(workdir), step=status.update,
+        )  # fmt: skip
+    metrics.parent.mkdir(parents=True, exist_ok=True)
+    metrics.write_bytes(orjson.dumps(report.json(), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
+    table = Table(title=f"{report.title}\n{report.mode}", title_justify="left")
+    table.add_column("router")
+    for share in SHARES:
+        table.add_column(f"est. quality at {share:.0%} strong [95% CI]")
+    for row in report.rows:
+        table.add_row(
+            row.name,
+            *(f"{q:.3f} [{low:.3f}, {high:.3f}]" for q, (low, high) in zip(row.quality, row.ci, strict=True)),
+            style="bold red" if row.name == "learned router" else None,
+        )
+    out = Console()
+    if not out.is_terminal:
+        out = Console(width=170)
+    out.print(table)
+    n = report.counts
+    out.print(
+        f"{report.prompts} prompts: strong scored on {n['strong']} (mean {report.strong_mean:.4f}), weak on "
+        f"{n['weak']} (mean {report.weak_mean:.4f}), both on {n['both']}; est. quality: inverse "
+        "propensity weighted, bootstrap CIs over prompts",
+        highlight=False,
+    )
+    for model, b in report.brier.items():
+        out.print(
+            f"cross-fitted P({model} good) on its {b['n']:.0f} observed scores: Brier {b['heads']:.4f} "
+            f"(constant training mean: {b['constant']:.4f}; lower is better), accuracy {b['accuracy']:.3f}",
+            highlight=False,
+        )
+    for note in report.notes:
+        out.print(f"[yellow]note:[/yellow] {note}", highlight=False)
+    console.print(f"wrote {metrics}", highlight=False)
 
 
 def _print_table(report: EvalReport) -> None:

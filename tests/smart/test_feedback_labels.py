@@ -175,3 +175,21 @@ def test_since_and_public_url() -> None:
         parse_since("last tuesday")
     assert public_url("postgresql://u:pw@db.internal:5432/gw") == "postgresql://u@db.internal:5432/gw"
     assert public_url("sqlite:///tmp/m.db") == "sqlite:///tmp/m.db"
+
+
+def test_ipw_quality_is_exact_with_complete_labels_and_unbiased_on_a_random_split() -> None:
+    from modelyard.routing.smart.learned.partial_eval import ipw_quality
+
+    rng = np.random.default_rng(3)
+    n = 4000
+    difficulty = rng.random(n)
+    strong = (rng.random(n) > 0.3 * difficulty).astype(float)
+    weak = (rng.random(n) > difficulty).astype(float)
+    scores = difficulty + 0.1 * rng.random(n)
+    chosen = np.zeros(n, dtype=bool)
+    chosen[np.argsort(-scores, kind="stable")[: n // 2]] = True
+    truth = float(np.where(chosen, strong, weak).mean())
+    assert ipw_quality(scores, strong, weak, 0.5) == pytest.approx(truth)
+    half = rng.random(n) < 0.5  # an A/B split: each prompt keeps one model's score
+    estimate = ipw_quality(scores, np.where(half, strong, np.nan), np.where(half, np.nan, weak), 0.5)
+    assert estimate == pytest.approx(truth, abs=0.03)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 import openai
+import orjson
 import pytest
 from typer.testing import CliRunner
 
@@ -202,6 +203,22 @@ def test_export_feedback_writes_labels_train_can_read(database: Path, tmp_path: 
         "--clusters", "4", "--cache-dir", str(tmp_path / "cache"),
     )  # fmt: skip
     assert code == 0, output
+    code, output = invoke(
+        "eval", "--data", str(out), "--strong", "big", "--weak", "cheap", "--cv", "3", "--clusters", "4",
+        "--resamples", "50", "--out-dir", str(tmp_path), "--cache-dir", str(tmp_path / "cache"),
+    )  # fmt: skip
+    assert code == 0, output
+    flat = " ".join(output.split())
+    assert "APGR, CPT and the quality/cost plot need both models scored on the same prompts" in flat
+    assert "score 0 of 48 prompts for both, so they are not computed" in flat
+    assert "cross-fitted P(cheap good) on its 24 observed scores: Brier" in flat
+    metrics = orjson.loads((tmp_path / "router-eval.json").read_bytes())
+    assert metrics["apgr"] is None and not (tmp_path / "router-eval.png").exists()
+    heads = metrics["heads"]
+    assert heads["cheap"]["heads"] < heads["cheap"]["constant"]  # it learnt where the weak model fails
+    learned = metrics["routers"]["learned router"]["ipw_quality"]
+    random = metrics["routers"]["random"]["ipw_quality"]
+    assert learned[1] > random[1]  # an A/B split: the estimate is fair here
 
 
 def _one_clear_line(code: int, output: str, *parts: str) -> None:

@@ -278,7 +278,12 @@ def train(
     console.print(
         f"[green]wrote {out}[/green] (blend: "
         + ", ".join(f"{k} {v:.2f}" for k, v in weights.items())
-        + "). Evaluate with: modelyard router eval --data DATA --cv 5",
+        + "). Evaluate with: "
+        + (
+            "modelyard router export-feedback -o fb.jsonl, then router eval --data fb.jsonl --cv 5"
+            if from_feedback
+            else "modelyard router eval --data DATA --cv 5"
+        ),
         highlight=False,
     )
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -25,8 +25,9 @@ if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
+    from modelyard.providers.embeddings import TokenWindow
     from modelyard.routing.smart.learned.data import LabelSet
-    from modelyard.routing.smart.learned.evaluate import EvalReport
+    from modelyard.routing.smart.learned.evaluate import Embedder, EvalReport
     from modelyard.routing.smart.learned.feedback_labels import FeedbackLabels
     from modelyard.routing.smart.learned.metrics import CurveMetrics
     from modelyard.routing.smart.learned.train import TrainConfig
@@ -163,10 +164,10 @@ def _training_labels(
     return _read_feedback(console, *feedback).label_set()
 
 
-def _embedder(console: Console, cache_dir: Path | None) -> Callable[[list[str]], npt.NDArray[np.float32]]:
-    from modelyard.routing.smart.learned.features import embed_texts
+def _embedder(console: Console, cache_dir: Path | None) -> Embedder:
+    from modelyard.routing.smart.learned.features import DEFAULT_WINDOW, embed_texts
 
-    def embed(texts: list[str]) -> npt.NDArray[np.float32]:
+    def embed(texts: list[str], *, window: TokenWindow | None = DEFAULT_WINDOW) -> npt.NDArray[np.float32]:
         with Progress(
             TextColumn("embedding prompts (all-MiniLM-L6-v2)"),
             BarColumn(),
@@ -177,7 +178,10 @@ def _embedder(console: Console, cache_dir: Path | None) -> Callable[[list[str]],
         ) as bar:
             task = bar.add_task("embed", total=len(texts))
             return embed_texts(
-                texts, cache_dir=cache_dir, progress=lambda done, _n: bar.update(task, completed=done)
+                texts,
+                window=window,
+                cache_dir=cache_dir,
+                progress=lambda done, _n: bar.update(task, completed=done),
             )
 
     return embed
@@ -385,7 +389,7 @@ def evaluate_command(
     Give one of --router FILE, --cv K (the default, K = 5) or --train-data OTHER.
     """
     from modelyard.routing.smart.learned.cost import PairPrices, resolve_price
-    from modelyard.routing.smart.learned.data import LabelError, load_labels, pick_pair
+    from modelyard.routing.smart.learned.data import LabelError, for_pair, load_labels, pick_pair
     from modelyard.routing.smart.learned.evaluate import evaluate
     from modelyard.routing.smart.learned.plot import write_plots
     from modelyard.routing.smart.learned.train import TrainConfig
@@ -410,7 +414,7 @@ def evaluate_command(
             loaded = LearnedRouter.load(router)
             if strong is None and weak is None:
                 strong_model, weak_model = pick_pair(labels, loaded.strong, loaded.weak)
-        if labels.partial:
+        if labels.partial and for_pair(labels, strong_model, weak_model).partial:
             if train_data is not None:
                 raise _fail("--train-data is not supported with partial labels; use --cv K or --router FILE")
             config = TrainConfig(

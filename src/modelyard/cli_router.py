@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -25,9 +25,8 @@ if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
-    from modelyard.providers.embeddings import TokenWindow
     from modelyard.routing.smart.learned.data import LabelSet
-    from modelyard.routing.smart.learned.evaluate import Embedder, EvalReport
+    from modelyard.routing.smart.learned.evaluate import EvalReport
     from modelyard.routing.smart.learned.feedback_labels import FeedbackLabels
     from modelyard.routing.smart.learned.metrics import CurveMetrics
     from modelyard.routing.smart.learned.train import TrainConfig
@@ -164,10 +163,10 @@ def _training_labels(
     return _read_feedback(console, *feedback).label_set()
 
 
-def _embedder(console: Console, cache_dir: Path | None) -> Embedder:
-    from modelyard.routing.smart.learned.features import DEFAULT_WINDOW, embed_texts
+def _embedder(console: Console, cache_dir: Path | None) -> Callable[[list[str]], npt.NDArray[np.float32]]:
+    from modelyard.routing.smart.learned.features import embed_texts
 
-    def embed(texts: list[str], *, window: TokenWindow | None = DEFAULT_WINDOW) -> npt.NDArray[np.float32]:
+    def embed(texts: list[str]) -> npt.NDArray[np.float32]:
         with Progress(
             TextColumn("embedding prompts (all-MiniLM-L6-v2)"),
             BarColumn(),
@@ -178,10 +177,7 @@ def _embedder(console: Console, cache_dir: Path | None) -> Embedder:
         ) as bar:
             task = bar.add_task("embed", total=len(texts))
             return embed_texts(
-                texts,
-                window=window,
-                cache_dir=cache_dir,
-                progress=lambda done, _n: bar.update(task, completed=done),
+                texts, cache_dir=cache_dir, progress=lambda done, _n: bar.update(task, completed=done)
             )
 
     return embed

@@ -1,6 +1,6 @@
 """Micro-benchmark of the rate limiters: µs per ``acquire`` (not a test; pytest does not collect it).
 
-    .venv/bin/python -m tests.ratelimit.bench_ratelimit [redis://127.0.0.1:6379/0]
+    .venv/bin/python -m tests.ratelimit.bench_ratelimit [--redis-only] [redis://127.0.0.1:6379/0]
 
 A request carries three checks (key RPM, key TPM, team TPM), the gateway's usual shape. For Redis it
 also times a bare PING on the same client: one ``acquire`` should cost about one round trip.
@@ -17,7 +17,13 @@ from collections.abc import Awaitable, Callable
 
 import redis
 
-from modelyard.policy.ratelimit import LimitCheck, MemoryRateLimiter, RedisRateLimiter
+from modelyard.policy.ratelimit import (
+    LimitCheck,
+    MemoryRateLimiter,
+    RateLimitBackendError,
+    RateLimiter,
+    RedisRateLimiter,
+)
 
 BIG = 10**12
 
@@ -77,6 +83,27 @@ async def bench_memory() -> None:
     print("memory, 3 checks, acquire_nowait:  %6.2f µs" % ((time.perf_counter() - start) / 200_000 * 1e6))
 
 
+async def request_cost_us(
+    limiter: RateLimiter, reqs: list[list[LimitCheck]], clients: int
+) -> tuple[float, float]:
+    """(CPU µs, wall µs) of this process per request: acquire, then settle both TPM checks (as
+    Admission does), from ``clients`` concurrent clients; pending settlements are flushed in the time."""
+
+    async def client(mine: list[list[LimitCheck]]) -> None:
+        for checks in mine:
+            decision = await limiter.acquire(checks)
+            for check in checks[1:]:
+                await limiter.adjust(check, -600, at=decision.at)
+
+    cpu, wall = time.process_time(), time.perf_counter()
+    await asyncio.gather(*(client(reqs[c::clients]) for c in range(clients)))
+    flush = getattr(limiter, "flush", None)  # older limiters wrote each settlement at once
+    if flush is not None:
+        await flush()
+    n = len(reqs)
+    return (time.process_time() - cpu) / n * 1e6, (time.perf_counter() - wall) / n * 1e6
+
+
 async def bench_redis(url: str) -> None:
     prefix = f"modelyard-bench:{uuid.uuid4().hex[:8]}"
     try:
@@ -102,6 +129,17 @@ async def bench_redis(url: str) -> None:
                 "redis, 3 checks, 32 concurrent:    %6.1f µs/acquire (throughput)"
                 % await concurrent_us(lambda: limiter.acquire(admitted), 20_000, 32)
             )
+            for clients in (1, 16, 64):
+                reqs = [request(f"k{i % 200}", f"t{i % 20}") for i in range(10_000)]
+                try:
+                    cpu_us, wall_us = await request_cost_us(limiter, reqs, clients)
+                except RateLimitBackendError as exc:
+                    print(f"redis, acquire + 2 settlements, {clients:2d} clients: failed: {exc}")
+                    continue
+                print(
+                    f"redis, acquire + 2 settlements, {clients:2d} clients: {cpu_us:6.1f} µs CPU, "
+                    f"{wall_us:6.1f} µs wall per request"
+                )
     finally:
         sync = redis.Redis.from_url(url)
         for key in sync.scan_iter(match=f"{prefix}:*"):
@@ -110,8 +148,10 @@ async def bench_redis(url: str) -> None:
 
 
 async def main() -> None:
-    await bench_memory()
-    url = sys.argv[1] if len(sys.argv) > 1 else os.environ.get("MODELYARD_TEST_REDIS_URL")
+    if "--redis-only" not in sys.argv:
+        await bench_memory()
+    urls = [a for a in sys.argv[1:] if not a.startswith("--")]
+    url = urls[0] if urls else os.environ.get("MODELYARD_TEST_REDIS_URL")
     if url:
         await bench_redis(url)
     else:

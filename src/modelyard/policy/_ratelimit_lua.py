@@ -17,31 +17,27 @@ from __future__ import annotations
 
 BATCH_LUA = """
 -- KEYS: per counter c (1-based), its hash KEYS[2c-1] and its sorted set KEYS[2c].
--- ARGV: window_us, bucket_us, ttl_ms;
---   D, then D settlements: counter, bucket index, delta;
---   R, then R requests: now_us ('' = server TIME), C, then C checks: counter, limit, cost.
+-- ARGV[1]: JSON [window_us, bucket_us, ttl_ms, settlements, requests] where a settlement is
+--   [counter, bucket index, delta] and a request is [now_us (null = server TIME), checks], a check
+--   being [counter, limit, cost]. (One JSON argument: far cheaper for the client to send than one
+--   argument per number.)
 -- Returns 4 numbers per request: allowed 0|1, now_us, index of the violated check (1-based) or 0,
 -- wait_us.
-local window_us = tonumber(ARGV[1])
-local bucket_us = tonumber(ARGV[2])
-local ttl_ms = tonumber(ARGV[3])
-local p = 4
+local batch = cjson.decode(ARGV[1])
+local window_us, bucket_us, ttl_ms = batch[1], batch[2], batch[3]
 
 -- Settlements: change a bucket only while it is still in the window; never below zero.
-local d = tonumber(ARGV[p])
-p = p + 1
-for _ = 1, d do
-  local h = KEYS[2 * tonumber(ARGV[p]) - 1]
-  local field = ARGV[p + 1]
+for _, settlement in ipairs(batch[4]) do
+  local h = KEYS[2 * settlement[1] - 1]
+  local field = string.format('%d', settlement[2])
   local current = redis.call('HGET', h, field)
   if current then
     current = tonumber(current)
-    local amount = current + tonumber(ARGV[p + 2])
+    local amount = current + settlement[3]
     if amount < 0 then amount = 0 end
     redis.call('HSET', h, field, amount)
     redis.call('HINCRBY', h, 'n', amount - current)
   end
-  p = p + 3
 end
 
 local server_now = nil
@@ -69,30 +65,23 @@ local function live_total(k, h, z, cut)
   return total
 end
 
-local r = tonumber(ARGV[p])
-p = p + 1
-for _ = 1, r do
-  local now_us
-  if ARGV[p] == '' then
+for _, request in ipairs(batch[5]) do
+  local now_us = request[1]
+  if now_us == cjson.null then
     if not server_now then
       local t = redis.call('TIME')
       server_now = tonumber(t[1]) * 1000000 + tonumber(t[2])
     end
     now_us = server_now
-  else
-    now_us = tonumber(ARGV[p])
   end
-  local c = tonumber(ARGV[p + 1])
-  local first = p + 2
-  p = first + 3 * c
+  local checks = request[2]
+  local c = #checks
   local cut = now_us - window_us
   local worst_i, worst_wait = 0, -1
 
   for i = 1, c do
-    local q = first + 3 * (i - 1)
-    local k = tonumber(ARGV[q])
+    local k, limit, cost = checks[i][1], checks[i][2], checks[i][3]
     local h, z = KEYS[2 * k - 1], KEYS[2 * k]
-    local limit, cost = tonumber(ARGV[q + 1]), tonumber(ARGV[q + 2])
     local total = live_total(k, h, z, cut)
     if total + cost > limit then
       local wait = window_us
@@ -130,10 +119,8 @@ for _ = 1, r do
     end
     b = string.format('%d', b)  -- the field name a settlement sends (never 1.7e+15)
     for i = 1, c do
-      local q = first + 3 * (i - 1)
-      local k = tonumber(ARGV[q])
+      local k, cost = checks[i][1], checks[i][3]
       local h, z = KEYS[2 * k - 1], KEYS[2 * k]
-      local cost = tonumber(ARGV[q + 2])
       if expired_to[k] and now_us <= expired_to[k] then
         expired_to[k] = nil  -- a clock read earlier than that cut (injected now): check afresh
       end

@@ -59,6 +59,7 @@ from types import TracebackType
 from typing import Literal, Self
 from urllib.parse import urlsplit
 
+import orjson
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -345,8 +346,8 @@ def _safe_url(url: str) -> str:
     return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
-_Request = tuple[Sequence[LimitCheck], str | int]
-"""One acquire as the batch script takes it: its checks and ``now_us`` ('' = the server's clock)."""
+_Request = tuple[Sequence[LimitCheck], int | None]
+"""One acquire as the batch script takes it: its checks and ``now_us`` (``None``: the server's clock)."""
 _DeltaKey = tuple[str, int]
 """A settlement's target: the counter's key base and the bucket index."""
 
@@ -431,7 +432,7 @@ class RedisRateLimiter(RateLimiter):
     async def acquire(self, checks: Sequence[LimitCheck], now: float | None = None) -> Decision:
         if not checks:
             return Decision(True, 0.0, None, time.time() if now is None else now)
-        return await self._batches.submit((checks, "" if now is None else round(now * 1_000_000)))
+        return await self._batches.submit((checks, None if now is None else round(now * 1_000_000)))
 
     async def adjust(self, check: LimitCheck, delta: int, at: float) -> None:
         """Queue the settlement (see the class docstring); it never waits for Redis nor raises."""
@@ -455,21 +456,25 @@ class RedisRateLimiter(RateLimiter):
                 keys.append(base + ":z")
             return index
 
-        args: list[str | int] = [self._window_us, self._bucket_us, self._ttl_ms, len(deltas)]
-        for (base, bucket), delta in deltas.items():
-            args += (counter(base), bucket, delta)
-        args.append(len(requests))
-        for checks, now_us in requests:
-            args += (now_us, len(checks))
-            for check in checks:
-                args += (counter(self._base(check)), check.limit, check.cost)
+        batch = orjson.dumps(
+            [
+                self._window_us,
+                self._bucket_us,
+                self._ttl_ms,
+                [[counter(base), bucket, delta] for (base, bucket), delta in deltas.items()],
+                [
+                    [now_us, [[counter(self._base(c)), c.limit, c.cost] for c in checks]]
+                    for checks, now_us in requests
+                ],
+            ]
+        )
         with self._backend_errors():
             try:
-                reply = await self._redis.evalsha(self._batch_sha, len(keys), *keys, *args)
+                reply = await self._redis.evalsha(self._batch_sha, len(keys), *keys, batch)
             except NoScriptError:
                 # First use, or the server restarted / ran SCRIPT FLUSH: load it, then run it.
                 await self._redis.script_load(BATCH_LUA)
-                reply = await self._redis.evalsha(self._batch_sha, len(keys), *keys, *args)
+                reply = await self._redis.evalsha(self._batch_sha, len(keys), *keys, batch)
         decisions: list[Decision] = []
         for i, (checks, _) in enumerate(requests):
             allowed, now_us, violated, wait_us = reply[4 * i : 4 * i + 4]

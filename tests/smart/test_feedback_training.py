@@ -255,7 +255,7 @@ def test_bad_inputs_fail_in_one_clear_line(database: Path, tmp_path: Path) -> No
     )
     _one_clear_line(
         *invoke("export-feedback", "--database-url", url, "--route", "nightly", "-o", str(tmp_path / "x")),
-        f"{len(HARD + EASY)} skipped on other routes",
+        f"{len(HARD + EASY)} skipped not decided by the route asked for",
         "nothing usable",
     )
     _one_clear_line(

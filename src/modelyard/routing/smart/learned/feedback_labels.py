@@ -74,7 +74,7 @@ class FeedbackLabels:
     feedback_rows: int = 0
     used: int = 0
     other_route: int = 0
-    """Rows on requests of another route than the one asked for."""
+    """Rows on requests another route (or none) decided, when a route was asked for."""
     no_request: int = 0
     """Rows whose request is not in the request log (request log off, or purged)."""
     no_prompt: int = 0
@@ -112,7 +112,7 @@ class FeedbackLabels:
             (self.no_request, "whose request is not in the request log"),
             (self.unreadable_prompt, "with a cut or empty captured prompt"),
             (self.no_model, "with no known model"),
-            (self.other_route, "on other routes"),
+            (self.other_route, "not decided by the route asked for"),
         ):
             if count:
                 parts.append(f"{count} skipped {why}")

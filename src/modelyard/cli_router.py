@@ -69,7 +69,7 @@ DatabaseOption = Annotated[
     typer.Option(
         "--database-url",
         help="The gateway's database (sqlite:///PATH or postgresql://…) "
-        "[default: --config's storage.database].",
+        "\\[default: --config's storage.database].",
         show_default=False,
     ),
 ]
@@ -78,7 +78,7 @@ GatewayConfigOption = Annotated[
     typer.Option(
         "--config",
         "-c",
-        help="The gateway's YAML config, for its database [default: $MODELYARD_CONFIG, else zero config].",
+        help="The gateway's YAML config, for its database \\[default: $MODELYARD_CONFIG, else zero config].",
         show_default=False,
     ),
 ]

@@ -380,10 +380,12 @@ class RedisRateLimiter(RateLimiter):
     that long, a request that would just fit; an overrun (a positive delta) counts that much late.
     :meth:`flush` writes them now; :meth:`aclose` does too, so a clean shutdown loses none.
 
-    **Failures** raise :class:`RateLimitBackendError` in every request of the failed call (each
-    call ends within ``timeout_s``, so none waits longer than about two of them); settlements in a
-    failed call are dropped with a warning (the call may have reached Redis; counting them twice
-    would be worse; the counters keep the reservation until their window passes).
+    **Failures** raise :class:`RateLimitBackendError` in every request of the failed call. Each call
+    ends within about ``timeout_s`` (twice that if a dropped connection is retried), and a request
+    waits only for the call in flight and its own (more if over ``max_batch`` requests queue ahead of
+    it), so none hangs. Settlements in a failed call are dropped with a warning: the call may have
+    reached Redis, and counting them twice would be worse; the counters keep the reservation until
+    their window passes.
     """
 
     def __init__(

@@ -10,7 +10,9 @@ cross-fitted like ``router eval --cv 5``. Partial labels are made from the compl
   a route that explores at random;
 * ``route-biased``: the strong model answered long prompts more often (P(strong) from 0.15 for
   the shortest to 0.85 for the longest, by rank of length) — feedback from a route that already
-  sent harder-looking prompts to the strong model. The IPW estimate is biased here, by design.
+  sent harder-looking prompts to the strong model. The IPW estimate is biased here, by design;
+* ``complete, half the prompts``: both scores on a random half of the training prompts — as many
+  scores as the partial variants, for a like-for-like comparison.
 
 Run: ``.venv/bin/python benchmarks/feedback_partial.py [--data DIR] [--resamples N]``
 (embeddings come from the ``router eval`` cache; a first run embeds 14k prompts, ≈40 min here).
@@ -75,6 +77,8 @@ def main() -> None:
           f"{time.perf_counter() - started:.1f} s")  # fmt: skip
     folds = fold_ids(labels.prompts, args.folds, args.seed)
     variants: dict[str, npt.NDArray[np.bool_] | None] = {"complete labels": None, **masks(labels.prompts, 7)}
+    half = np.random.default_rng(11).random(len(labels)) < 0.5
+    variants["complete, half"] = None
     config = TrainConfig()
     with tempfile.TemporaryDirectory() as workdir:
         for name, keep_strong in variants.items():
@@ -88,7 +92,7 @@ def main() -> None:
                 )
             scores = np.zeros(len(labels))
             for fold in range(args.folds):
-                train = np.flatnonzero(folds != fold)
+                train = np.flatnonzero((folds != fold) & (half if name == "complete, half" else True))
                 test = np.flatnonzero(folds == fold)
                 document = train_router(train_labels.subset(train), embeddings[train], STRONG, WEAK, config)
                 path = Path(workdir) / f"{fold}.json"

@@ -12,6 +12,8 @@ keep-alive, non-streaming, the shared wrk_post.lua body):
                  check (memory), a durable reservation on SQLite before the upstream call, and the
                  settlement (ledger row + budget update) in group-commit batches.
   c  key-pg      as b, with PostgreSQL storage (env:MODELYARD_DATABASE_URL) and Redis rate limits.
+  y  key-pg@TREE  (with --keyed-baseline-src) c on another source tree, measured alternately with the
+                 others: a same-run A/B of a change to the keyed path.
 
 Per point: gateway CPU (utime+stime of its PID from /proc) per successful request, throughput,
 p50/p99 (wrk), and whether the ledger kept up: ledger rows for this gateway's requests counted
@@ -200,8 +202,8 @@ class Gateway:
         self.dir = os.path.join(run_dir, variant.replace(":", "-"))
         os.makedirs(self.dir, exist_ok=True)
         self.db = os.path.join(self.dir, "ledger.db")
-        keyed = variant[0] in "bc"
-        pg = variant.startswith("c")
+        keyed = variant[0] in "bcy"
+        pg = variant[0] in "cy"
         old = variant.startswith("z")  # an older commit: no storage/ledger config keys
         lines = [
             "embedded_models: false",
@@ -236,7 +238,7 @@ class Gateway:
         env = dict(
             os.environ,
             MODELYARD_BENCH_UPSTREAM_KEY="dummy",
-            PYTHONPATH=args.old_src if old else args.src,
+            PYTHONPATH=args.old_src if old else args.keyed_src if variant.startswith("y") else args.src,
             MODELYARD_HOME=self.dir,
         )
         env.pop("MODELYARD_MASTER_KEY", None)
@@ -449,7 +451,7 @@ def render(results: list[dict], meta: dict) -> str:
                 f"| {v} | {conc} | **{fmt(cpu)}** ({rounds}) | {delta} | {fmt(med(rs, 'rps'), 0)} | "
                 f"{fmt(med(rs, 'p50_ms'), 2)} | {fmt(med(rs, 'p99_ms'), 2)} | {sum(r['errors'] for r in rs)} | "
                 f"{end:,} / {final:,} / {sent:,} | {fmt(max(r['drain_s'] for r in rs), 1)} | "
-                f"{fmt(med(rs, 'store_servers_cpu_pct'), 0) + '%' if v.startswith('c') else '–'} |"
+                f"{fmt(med(rs, 'store_servers_cpu_pct'), 0) + '%' if v[0] in 'cy' else '–'} |"
             )
     lines += [
         "",
@@ -503,9 +505,19 @@ def main() -> None:
         help="also measure anonymous requests on this older commit (variant z:anon@COMMIT; "
         "its config has no storage/pricing keys)",
     )
+    ap.add_argument(
+        "--keyed-baseline-src",
+        default=None,
+        help="also measure variant c (keys, PostgreSQL + Redis) on this modelyard source dir, as "
+        "variant y:key-pg@<--keyed-baseline-label>",
+    )
+    ap.add_argument("--keyed-baseline-label", default="baseline")
     args = ap.parse_args()
     concs = [int(x) for x in args.concurrency.split(",")]
     variants = [v for v in args.variants.split(",") if v]
+    args.keyed_src = args.keyed_baseline_src and os.path.abspath(args.keyed_baseline_src)
+    if args.keyed_src:
+        variants.append(f"y:key-pg@{args.keyed_baseline_label}")
     args.old_src = None
     old_snap = None
     if args.baseline_commit:

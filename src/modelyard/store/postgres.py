@@ -9,6 +9,13 @@
   its update happen under the budget rows' locks: atomic across every process.
 * **Durability.** The server's ``synchronous_commit`` (on by default): a commit is flushed to WAL
   before it is acknowledged. Group commit shares that flush across a batch.
+* **One round trip per batch.** A group commit is one call of the server-side function
+  ``modelyard_commit_batch`` (:mod:`~modelyard.store._pg_function`), outside any transaction: it
+  locks, decides by the rules of ``plan_batch``, writes and commits on the server. The Python path
+  (``BEGIN``, locking reads, ``plan_batch``, one write, ``COMMIT``) remains for recovery and as the
+  reference the function is tested against (``server_side_commit=False``).
+* **Two writers.** The reservation and the settlement writer (:mod:`~modelyard.store._batch`) each
+  keep their own connection, so an admission never waits for a settlement batch's round trip.
 """
 
 from __future__ import annotations
@@ -27,8 +34,15 @@ from modelyard.conversations.model import (
     StoredResponse,
     TurnOptions,
 )
-from modelyard.store import _conversations_sql, _feedback_sql, _pg_commit, _requestlog_postgres, _sql
-from modelyard.store._batch import BatchingStore, CommitResult
+from modelyard.store import (
+    _conversations_sql,
+    _feedback_sql,
+    _pg_commit,
+    _pg_function,
+    _requestlog_postgres,
+    _sql,
+)
+from modelyard.store._batch import BatchingStore, CommitResult, Lane
 from modelyard.store._feedback_sql import DecisionRow, FeedbackRow
 from modelyard.store._ledger import (
     BudgetKey,
@@ -113,6 +127,7 @@ def _migrations(s: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
         _requestlog_postgres.migration(s),
         _feedback_sql.postgres_migration(s),
         _conversations_sql.PostgresConversations.migration(s),
+        _pg_function.migration(s),
     )
 
 
@@ -140,6 +155,8 @@ class PostgresStore(BatchingStore):
     ``server_settings`` (default none): extra session settings for every connection, e.g.
     ``{"application_name": "modelyard"}``.
     ``clock`` (default ``time.time``): the time used for budget periods (tests move it).
+    ``server_side_commit`` (default true): commit a batch with one call of the server-side function;
+    false plans it in Python over several round trips (the reference; slower).
     """
 
     def __init__(
@@ -152,17 +169,20 @@ class PostgresStore(BatchingStore):
         clock: Callable[[], float] = time.time,
         max_queued_settlements: int = 100_000,
         max_batch: int = 500,
+        server_side_commit: bool = True,
     ) -> None:
         super().__init__(max_queued_settlements=max_queued_settlements, max_batch=max_batch, clock=clock)
         self.dsn = dsn
+        self.server_side_commit = server_side_commit
         self.schema = _sql.check_identifier(schema, "PostgreSQL schema name")
         self.pool_size = pool_size
         self.server_settings = dict(server_settings or {})
         self._pool: asyncpg.Pool | None = None
-        self._writer_conn: Any = None
-        """The group-commit writer's own connection, held between commits (no pool round trip)."""
+        self._lane_conns: dict[Lane, Any] = {}
+        """Each group-commit writer's own connection, held between commits (no pool round trip)."""
         s = f'"{self.schema}"'
         self._write_plan = _pg_commit.plan_statement(s)
+        self._commit_call = _pg_function.call_statement(s)
         self._t_keys, self._t_budgets = f"{s}.keys", f"{s}.budgets"
         self._t_res, self._t_ledger = f"{s}.reservations", f"{s}.ledger"
         self._res_select = f"SELECT {', '.join(_sql.RESERVATION_COLUMNS)} FROM {self._t_res}"
@@ -198,9 +218,10 @@ class PostgresStore(BatchingStore):
     async def aclose(self) -> None:
         if self._pool is None:
             return
-        if self._writer is not None:
+        if self._writing:
             await self._stop_writer()
-        await self._release_writer_conn()
+        for lane in list(self._lane_conns):
+            await self._release_lane_conn(lane)
         await self._pool.close()
         self._pool = None
 
@@ -235,26 +256,40 @@ class PostgresStore(BatchingStore):
 
     # -- group commit ------------------------------------------------------------------------
     async def _commit(
-        self, reserves: list[Reservation], settlements: list[Settlement], recover_before: float | None
+        self,
+        reserves: list[Reservation],
+        settlements: list[Settlement],
+        recover_before: float | None,
+        lane: Lane,
     ) -> CommitResult:
-        # Commits are serialised (one writer task, under the commit lock): one connection, held,
-        # saves the pool's acquire and reset round trips on every batch.
-        if self._writer_conn is None or not _usable(self._writer_conn):
-            await self._release_writer_conn()
-            self._writer_conn = await self._require_pool().acquire()
-        conn = self._writer_conn
+        # A lane's commits are serialised (one writer task each; recovery under its lock): one
+        # connection per lane, held, saves the pool's acquire and reset round trips on every batch.
+        conn = self._lane_conns.get(lane)
+        if conn is None or not _usable(conn):
+            await self._release_lane_conn(lane)
+            conn = self._lane_conns[lane] = await self._require_pool().acquire()
         try:
+            if recover_before is None and self.server_side_commit:
+                # Autocommit: the function's statement is the transaction. One round trip.
+                result = await conn.fetchrow(
+                    self._commit_call, *_pg_function.call_arguments(reserves, settlements, self._clock())
+                )
+                decisions, settled = _pg_function.decisions(result, len(reserves))
+                return CommitResult(decisions, settled)
             async with conn.transaction():
                 return await self._commit_work(conn, reserves, settlements, recover_before)
         except BaseException as exc:
             if not isinstance(exc, asyncpg.PostgresError) or not _usable(conn):
                 # Lost, or interrupted mid-statement (cancelled): the next commit starts on a fresh
                 # connection. A server-side error (a serialization failure, say) keeps this one.
-                await self._release_writer_conn()
+                await self._release_lane_conn(lane)
             raise
+        finally:
+            if lane == "recover":
+                await self._release_lane_conn(lane)
 
-    async def _release_writer_conn(self) -> None:
-        conn, self._writer_conn = self._writer_conn, None
+    async def _release_lane_conn(self, lane: Lane) -> None:
+        conn = self._lane_conns.pop(lane, None)
         if conn is not None and self._pool is not None:
             try:
                 await self._pool.release(conn, timeout=5)

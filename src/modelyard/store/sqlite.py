@@ -31,7 +31,7 @@ from modelyard.conversations.model import (
     TurnOptions,
 )
 from modelyard.store import _conversations_sql, _feedback_sql, _requestlog_sql, _requestlog_sqlite, _sql
-from modelyard.store._batch import BatchingStore, CommitResult
+from modelyard.store._batch import BatchingStore, CommitResult, Lane
 from modelyard.store._feedback_sql import DecisionRow, FeedbackRow
 from modelyard.store._ledger import (
     BudgetKey,
@@ -136,6 +136,8 @@ class SqliteStore(BatchingStore):
     ``clock`` (default ``time.time``): the time used for budget periods (tests move it).
     """
 
+    concurrent_commits = False  # one writing connection: one writer commits everything together
+
     def __init__(
         self,
         path: str,
@@ -164,7 +166,7 @@ class SqliteStore(BatchingStore):
     async def aclose(self) -> None:
         if self._writer_pool is None or self._reader_pool is None:
             return
-        if self._writer is not None:
+        if self._writing:
             await self._stop_writer()
         for pool, conn in ((self._writer_pool, self._wconn), (self._reader_pool, self._rconn)):
             if conn is not None:
@@ -262,7 +264,11 @@ class SqliteStore(BatchingStore):
 
     # -- group commit ------------------------------------------------------------------------
     async def _commit(
-        self, reserves: list[Reservation], settlements: list[Settlement], recover_before: float | None
+        self,
+        reserves: list[Reservation],
+        settlements: list[Settlement],
+        recover_before: float | None,
+        lane: Lane,
     ) -> CommitResult:
         work = partial(self._commit_work, reserves, settlements, recover_before)
         assert self._wconn is not None

@@ -10,7 +10,9 @@ memory and two writer tasks per store commit whatever has gathered, each batch i
   concurrency a request's settlement rides on the next request's reservation commit.
 * **The settlement lane** commits what is left. Settlements alone wait for company — until
   :data:`SETTLE_BATCH` are queued or the oldest has waited :data:`SETTLE_LINGER_S` — so one commit
-  carries many; ``flush`` and closing cut the wait short.
+  carries many; ``flush`` and closing cut the wait short. It never starts while a reservation
+  commit runs (that commit would wait for its budget row locks, and the next one carries the
+  settlements anyway) unless ``max_batch`` are queued.
 
 ``settle`` returns once queued; the queue is bounded (callers wait for room, nothing is dropped). A
 batch whose commit fails goes back to the queue in its place and is retried with backoff, forever.
@@ -111,6 +113,10 @@ class BatchingStore(Store):
         self._room = asyncio.Event()
         self._room.set()
         self._recover_lock = asyncio.Lock()
+        self._reserving = False
+        """A reservation commit is in progress (the settlement lane keeps out of its way)."""
+        self._reserve_idle = asyncio.Event()
+        self._reserve_idle.set()
         self._writers: list[asyncio.Task[None]] = []
         self._closing = False
         self.failed_commits = 0
@@ -151,6 +157,9 @@ class BatchingStore(Store):
         self._room = asyncio.Event()
         self._room.set()
         self._recover_lock = asyncio.Lock()
+        self._reserving = False
+        self._reserve_idle = asyncio.Event()
+        self._reserve_idle.set()
         loop = asyncio.get_running_loop()
         if self.concurrent_commits:
             self._writers = [
@@ -281,7 +290,14 @@ class BatchingStore(Store):
             # After a failure, admissions commit apart from settlements: a settlement that cannot
             # be written must not stop new requests from being admitted.
             batch = [] if alone else self._take(PIGGYBACK)
-            if await self._commit_some(jobs, batch, "reserve"):
+            self._reserving = True
+            self._reserve_idle.clear()
+            try:
+                ok = await self._commit_some(jobs, batch, "reserve")
+            finally:
+                self._reserving = False
+                self._reserve_idle.set()
+            if ok:
                 backoff, alone = BACKOFF_FIRST_S, False
             else:
                 await asyncio.sleep(backoff)
@@ -314,6 +330,16 @@ class BatchingStore(Store):
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._settle_now.wait(), timeout=wait)
                     continue
+            if (
+                self._reserving
+                and len(self._settlements) < self._max_batch
+                and not self._flush_waiters
+                and not self._closing
+            ):
+                # A reservation commit is running: it would wait for this commit's budget row
+                # locks, so stay out of its way — the next reservation commit carries these.
+                await self._reserve_idle.wait()
+                continue
             jobs: list[_ReserveJob] = []
             if single:
                 jobs = [job for job in self._reserve_jobs[: self._max_batch] if not job.future.done()]

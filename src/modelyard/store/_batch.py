@@ -41,8 +41,10 @@ log = logging.getLogger("modelyard.store")
 BACKOFF_FIRST_S = 0.01
 BACKOFF_MAX_S = 1.0
 
-SETTLE_LINGER_S = 0.005
-"""How long the oldest queued settlement waits for company before its commit (5 ms)."""
+SETTLE_LINGER_S = 0.01
+"""How long the oldest queued settlement waits for company before its commit (10 ms). Longer than
+one request at low concurrency, so that a settlement rides on the next reservation's commit: a
+settlement commit of its own would hold the budget rows that reservation needs."""
 SETTLE_BATCH = 64
 """Settlements queued that start a settlement commit without waiting."""
 PIGGYBACK = 64

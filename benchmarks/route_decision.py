@@ -6,11 +6,20 @@ accuracy on prompts whose task is known from their source.
 Latency, on the production ``SmartRouting`` object (no HTTP: the decision is what is measured):
 
 1. ``passthrough``: a request naming a model, not a route (what every other request pays);
-2. ``embed only``: the MiniLM embedding of one prompt, called directly — the baseline: the part
-   of a decision no routing logic can avoid;
+2. ``embed only``: the MiniLM embedding of one prompt's first 254 word pieces (what
+   a decision embeds by default), called directly — the baseline: the part of a decision no
+   routing logic can avoid; alternated prompt by prompt with ``embed only, window``: its window
+   (first 48 and last 14 word pieces: what a route whose router was trained with ``--input
+   window`` embeds);
 3. ``decision, uncached``: a new prompt each time — PII rules over the whole body, the embedding,
    the task classifier (7 built-in tasks), the quality-target choice;
-4. ``decision, cached``: the same prompts again (the per-prompt LRU skips embedding and classifier).
+4. ``decision, cached``: the same prompts again (the per-prompt LRU skips embedding and classifier);
+5. with ``--router FILE`` (a trained router, e.g. ``modelyard router train``): ``decision,
+   learned router, uncached`` on a second route that scores each new prompt with it (static bag
+   and length features included).
+
+Embedding and decision latencies are also given by prompt length (word pieces of the whole
+prompt), as p50/p99 per bucket.
 
 While (3) runs, a ticker on the event loop records its largest lateness: the decision runs in
 worker threads, so the loop stays free (its lateness is what other requests would wait).
@@ -49,9 +58,11 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from modelyard.accounting.pricebook import PriceBook  # noqa: E402
 from modelyard.config.load import load_config  # noqa: E402
+from modelyard.providers.embeddings import TokenWindow  # noqa: E402
 from modelyard.providers.registry import Registry  # noqa: E402
 from modelyard.redact import Redactor  # noqa: E402
 from modelyard.routing.router import Router  # noqa: E402
+from modelyard.routing.smart.learned.features import DEFAULT_WINDOW  # noqa: E402
 from modelyard.routing.smart.service import SmartRouting  # noqa: E402
 from modelyard.routing.smart.tasks import BUILTIN_EXAMPLES, TaskClassifier  # noqa: E402
 from modelyard.store.sqlite import SqliteStore  # noqa: E402
@@ -78,6 +89,13 @@ routes:
       chat: {}
     rules:
       - {name: personal-data, when: {pii: [email, phone, card, iban, ssn]}, action: local_only}
+    cache_size: 100000
+"""
+
+LEARNED_ROUTE = """\
+  learned:
+    candidates: [cloud-mini, cloud-big]
+    router: {{file: "{file}", strong: cloud-big, weak: cloud-mini, strong_share: 0.3}}
     cache_size: 100000
 """
 
@@ -153,11 +171,31 @@ def read_prompts(data: Path) -> tuple[dict[str, list[str]], list[str]]:
     return groups, gsm8k
 
 
-async def encode_all(smart: SmartRouting, texts: list[str], batch: int = 32) -> np.ndarray:
+async def encode_all(
+    smart: SmartRouting, texts: list[str], window: TokenWindow | None, batch: int = 32
+) -> np.ndarray:
     out = []
     for start in range(0, len(texts), batch):
-        out.append(np.asarray(await smart._encode(texts[start : start + batch])))
+        out.append(np.asarray(await smart._encode(texts[start : start + batch], window)))
     return np.concatenate(out)
+
+
+BUCKETS = ((0, 64), (65, 128), (129, 256), (257, 10**9))
+
+
+def by_length(values: list[float], tokens: list[int]) -> dict[str, Any]:
+    """p50/p99 of ``values`` per bucket of prompt length (word pieces)."""
+    out: dict[str, Any] = {}
+    for low, high in BUCKETS:
+        chosen = [v for v, n in zip(values, tokens, strict=True) if low <= n <= high]
+        if chosen:
+            q = quantiles(chosen)
+            out[f"{low}-{high if high < 10**9 else ''}"] = {
+                "p50_ms": q["p50_ms"],
+                "p99_ms": q["p99_ms"],
+                "n": q["n"],
+            }
+    return out
 
 
 async def concurrently(fn: Any, items: list[Any], clients: int) -> dict[str, Any]:
@@ -182,7 +220,7 @@ async def latency_concurrent(smart: SmartRouting, prompts: list[str], clients: i
     """New prompts from ``clients`` concurrent callers: the embedding alone against whole decisions."""
     route = smart.routes["auto"]
     half = len(prompts) // 2
-    embed = await concurrently(lambda p: smart._encode([p[:2000]]), prompts[:half], clients)
+    embed = await concurrently(lambda p: smart._encode([p], None), prompts[:half], clients)
     counter = iter(range(10**9))
     decide = await concurrently(
         lambda p: smart.decide(
@@ -194,10 +232,11 @@ async def latency_concurrent(smart: SmartRouting, prompts: list[str], clients: i
     return {f"embed_only_c{clients}": embed, f"decision_uncached_c{clients}": decide}
 
 
-async def latency(smart: SmartRouting, prompts: list[str]) -> dict[str, Any]:
+async def latency(smart: SmartRouting, prompts: list[str], tokens: list[int]) -> dict[str, Any]:
     route = smart.routes["auto"]
     bodies = [{"model": "auto", "messages": [{"role": "user", "content": p}]} for p in prompts]
     results: dict[str, Any] = {}
+    lengths: dict[str, Any] = {}
 
     timings = []
     for i, body in enumerate(bodies):
@@ -206,12 +245,17 @@ async def latency(smart: SmartRouting, prompts: list[str]) -> dict[str, Any]:
         timings.append((time.perf_counter() - start) * 1000)
     results["passthrough"] = quantiles(timings)
 
-    timings = []
-    for prompt in prompts:
-        start = time.perf_counter()
-        await smart._encode([prompt[:2000]])  # what a decision embeds (its prompt_text)
-        timings.append((time.perf_counter() - start) * 1000)
-    results["embed_only"] = quantiles(timings)
+    windowed: list[float] = []
+    full: list[float] = []
+    for i, prompt in enumerate(prompts):  # A/B alternated, prompt by prompt
+        for window in (DEFAULT_WINDOW, None) if i % 2 else (None, DEFAULT_WINDOW):
+            start = time.perf_counter()
+            await smart._encode([prompt], window)
+            (full if window is None else windowed).append((time.perf_counter() - start) * 1000)
+    results["embed_only"] = quantiles(full)  # what a decision of the tasks-only route embeds
+    results["embed_only_window"] = quantiles(windowed)
+    lengths["embed_only"] = by_length(full, tokens)
+    lengths["embed_only_window"] = by_length(windowed, tokens)
 
     async def ticker(lateness: list[float], done: asyncio.Event) -> None:
         while not done.is_set():
@@ -239,6 +283,7 @@ async def latency(smart: SmartRouting, prompts: list[str]) -> dict[str, Any]:
     await tick
     results["decision_uncached"] = quantiles(timings)
     results["loop_lateness_during_uncached"] = quantiles(lateness)
+    lengths["decision_uncached"] = by_length(timings, tokens)
 
     timings = []
     for i, body in enumerate(bodies):
@@ -246,10 +291,22 @@ async def latency(smart: SmartRouting, prompts: list[str]) -> dict[str, Any]:
         await smart.decide(route, body, Ctx(f"c{i}"))
         timings.append((time.perf_counter() - start) * 1000)
     results["decision_cached"] = quantiles(timings)
+    if "learned" in smart.routes:
+        learned = smart.routes["learned"]
+        timings = []
+        for i, body in enumerate(bodies):
+            start = time.perf_counter()
+            await smart.decide(learned, {**body, "model": "learned"}, Ctx(f"l{i}"))
+            timings.append((time.perf_counter() - start) * 1000)
+        results["decision_learned_uncached"] = quantiles(timings)
+        lengths["decision_learned_uncached"] = by_length(timings, tokens)
+    results["by_prompt_length"] = lengths
     return results
 
 
-async def accuracy(smart: SmartRouting, data: Path, shots: int, per_group: int, seed: int) -> dict[str, Any]:
+async def accuracy(
+    smart: SmartRouting, data: Path, shots: int, per_group: int, seed: int, window: TokenWindow | None
+) -> dict[str, Any]:
     groups, gsm8k = read_prompts(data)
     rng = random.Random(seed)
     tasks = {**groups, "gsm8k_math": gsm8k}
@@ -259,19 +316,20 @@ async def accuracy(smart: SmartRouting, data: Path, shots: int, per_group: int, 
         chosen = rng.sample(prompts, shots + per_group)
         train[task] = chosen[:shots]
         test += [(task, p) for p in chosen[shots:]]
-    vectors = await encode_all(smart, [p[:4000] for ps in train.values() for p in ps])
+    vectors = await encode_all(smart, [p for ps in train.values() for p in ps], window)
     classifier = TaskClassifier.build(train, vectors, min_confidence=0.0)
-    test_vectors = await encode_all(smart, [p[:4000] for _, p in test])
+    test_vectors = await encode_all(smart, [p for _, p in test], window)
     hits = [classifier.classify(v).best == task for (task, _), v in zip(test, test_vectors, strict=True)]
     per_task = {
         task: bootstrap([h for (t, _), h in zip(test, hits, strict=True) if t == task]) for task in tasks
     }
-    builtin_vectors = await encode_all(smart, [t for ex in BUILTIN_EXAMPLES.values() for t in ex])
+    builtin_vectors = await encode_all(smart, [t for ex in BUILTIN_EXAMPLES.values() for t in ex], window)
     builtin = TaskClassifier.build(BUILTIN_EXAMPLES, builtin_vectors)
     sample = rng.sample(gsm8k, min(len(gsm8k), per_group * 2))
-    sample_vectors = await encode_all(smart, sample)
+    sample_vectors = await encode_all(smart, sample, window)
     guesses = [builtin.classify(v) for v in sample_vectors]
     return {
+        "window": None if window is None else [window.head, window.tail],
         "shots_per_task": shots,
         "test_per_task": per_group,
         "overall": bootstrap(hits),
@@ -287,8 +345,11 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     work = Path(args.out)
     await asyncio.to_thread(work.mkdir, parents=True, exist_ok=True)
     config_path = work / "route_decision.yaml"
-    await asyncio.to_thread(config_path.write_text, CONFIG)
-    config = load_config(CONFIG, source=str(config_path), environ={})
+    await asyncio.to_thread(config_path.write_text, CONFIG)  # (the learned route is added below)
+    text = CONFIG
+    if args.router:
+        text += LEARNED_ROUTE.format(file=args.router)  # made absolute before the loop starts
+    config = load_config(text, source=str(config_path), environ={})
     registry = Registry(config, None, Redactor([]))  # type: ignore[arg-type]  # fake providers only
     router = Router(config, registry)
     prices = PriceBook(config)
@@ -326,14 +387,17 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             f"Please extract the fields from record {i} and summarise it" for i in range(args.decisions)
         ]
         report["prompt_source"] = "synthetic"
-    report["latency"] = await latency(smart, prompts)
+    encoder = registry.shared_embeddings()._encoder  # started by smart.ready()
+    tokens = [len(e.ids) for e in encoder.untruncated.encode_batch(prompts)]
+    report["latency"] = await latency(smart, prompts, tokens)
     others = [p for p in (pool if present else []) if p not in set(prompts)]
     fresh = (
         random.Random(args.seed + 1).sample(others, min(len(others), args.decisions)) if others else prompts
     )
     report["concurrent"] = await latency_concurrent(smart, fresh, args.clients)
     if present and not args.no_accuracy:
-        report["accuracy"] = await accuracy(smart, data, args.shots, args.per_task, args.seed)
+        window = DEFAULT_WINDOW if args.window else None
+        report["accuracy"] = await accuracy(smart, data, args.shots, args.per_task, args.seed, window)
     report["rss_mib_end"] = round(rss_mib(), 1)
     report["load_avg_end"] = os.getloadavg()
     await smart.aclose()
@@ -353,16 +417,34 @@ def render(report: dict[str, Any]) -> str:
     for name in (
         "passthrough",
         "embed_only",
+        "embed_only_window",
         "decision_uncached",
+        "decision_learned_uncached",
         "decision_cached",
         "loop_lateness_idle",
         "loop_lateness_during_uncached",
     ):
-        row = lat[name]
+        row = lat.get(name)
+        if row is None:
+            continue
         lines.append(
             f"| {name} | {row['p50_ms']:.3f} | {row['p90_ms']:.3f} | {row['p99_ms']:.3f} | {row['max_ms']:.2f} "
             f"| {row['p50_ms'] / base:.2f} |"
         )
+    if "by_prompt_length" in lat:
+        series = lat["by_prompt_length"]
+        buckets = list(next(iter(series.values())))
+        lines += [
+            "",
+            "| p50 / p99 ms by prompt length (word pieces) | " + " | ".join(buckets) + " |",
+            "|---|" + "---:|" * len(buckets),
+        ]
+        for name, row in series.items():
+            cells = [
+                f"{row[b]['p50_ms']:.1f} / {row[b]['p99_ms']:.1f} (n={row[b]['n']})" if b in row else "–"
+                for b in buckets
+            ]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
     if "concurrent" in report:
         conc = report["concurrent"]
         lines += [
@@ -405,7 +487,15 @@ if __name__ == "__main__":
     parser.add_argument("--per-task", type=int, default=200, help="held-out prompts per task")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-accuracy", action="store_true", help="latency and memory only")
+    parser.add_argument(
+        "--window",
+        action="store_true",
+        help="task accuracy on the token window (first 48 + last 14 word pieces) instead of the first 254",
+    )
+    parser.add_argument("--router", help="a trained router file: also time decisions of a route using it")
     parser.add_argument("--render", help="only print the tables of an earlier run's route_decision.json")
     args = parser.parse_args()
+    if args.router:
+        args.router = str(Path(args.router).resolve())
     result = json.loads(Path(args.render).read_text()) if args.render else asyncio.run(main(args))
     print(render(result))

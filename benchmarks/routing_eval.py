@@ -15,11 +15,16 @@ into the repo) and measures:
 5. decision cost: embedding one prompt + scoring it (p50/p99), scoring alone, router file size and
    the memory the router adds.
 
+Every part uses the router's default representation (MiniLM over the first 254 word pieces), the
+task classifier included; ``--window``: the bounded one (MiniLM over the first 48 and last 14 word
+pieces, plus a static bag of all of them; ``router train --input window``).
+
 Usage (embeddings are cached in benchmarks/out/cache; the first run embeds ~15k prompts, which
 takes 10-30 minutes on a shared 2-core machine, later runs take a few minutes)::
 
     .venv/bin/python benchmarks/routing_eval.py            # all of the above
     .venv/bin/python benchmarks/routing_eval.py --quick    # 200 resamples, for a smoke run
+    .venv/bin/python benchmarks/routing_eval.py --window --out-name routing_eval_window
 
 Writes benchmarks/out/routing_eval.json, docs/img/router-*.png and prints Markdown for RESULTS.md.
 """
@@ -46,10 +51,17 @@ os.environ.setdefault("MODELYARD_CACHE_DIR", str(OUT / "cache"))
 import numpy as np  # noqa: E402
 import orjson  # noqa: E402
 
+from modelyard.providers.embeddings import TokenWindow  # noqa: E402
 from modelyard.routing.smart.learned.cost import PairPrices, resolve_price  # noqa: E402
 from modelyard.routing.smart.learned.data import LabelSet, load_labels  # noqa: E402
 from modelyard.routing.smart.learned.evaluate import EvalReport, evaluate  # noqa: E402
-from modelyard.routing.smart.learned.features import embed_texts  # noqa: E402
+from modelyard.routing.smart.learned.features import (  # noqa: E402
+    DEFAULT_REPRESENTATION,
+    WINDOWED,
+    Representation,
+    embed_texts,
+)
+from modelyard.routing.smart.learned.train import TrainConfig  # noqa: E402
 
 STRONG = "gpt-4-1106-preview"
 WEAK = "mistralai/Mixtral-8x7B-Instruct-v0.1"
@@ -80,7 +92,7 @@ def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def embed(texts: list[str]) -> np.ndarray:
+def embed(texts: list[str], *, window: TokenWindow | None = DEFAULT_REPRESENTATION.window) -> np.ndarray:
     started = time.perf_counter()
     last = [0.0]
 
@@ -89,7 +101,7 @@ def embed(texts: list[str]) -> np.ndarray:
             last[0] = time.perf_counter()
             log(f"  embedded {done}/{total} ({time.perf_counter() - started:.0f} s)")
 
-    return embed_texts(texts, progress=progress)
+    return embed_texts(texts, window=window, progress=progress)
 
 
 def summary(report: EvalReport) -> dict[str, object]:
@@ -98,7 +110,7 @@ def summary(report: EvalReport) -> dict[str, object]:
     return report_json(report)
 
 
-def routing_runs(resamples: int, prices: PairPrices) -> dict[str, object]:
+def routing_runs(resamples: int, prices: PairPrices, representation: Representation) -> dict[str, object]:
     from modelyard.routing.smart.learned.plot import write_plots
 
     mmlu = load_labels(DATA / "mmlu")
@@ -117,6 +129,7 @@ def routing_runs(resamples: int, prices: PairPrices) -> dict[str, object]:
                 STRONG,
                 WEAK,
                 embed=embed,
+                config=TrainConfig(representation=representation),
                 prices=prices,
                 assumed_output_tokens=tokens,
                 resamples=resamples,
@@ -125,19 +138,23 @@ def routing_runs(resamples: int, prices: PairPrices) -> dict[str, object]:
                 workdir=Path(tmp),
                 **kwargs,  # type: ignore[arg-type]
             )
-            write_plots(report, IMG / f"router-{key.replace('_', '-')}.png", OUT / f"router-{key}.html")
+            if representation == DEFAULT_REPRESENTATION:  # the plots in the docs
+                write_plots(report, IMG / f"router-{key.replace('_', '-')}.png", OUT / f"router-{key}.html")
             runs[key] = summary(report) | {"seconds": round(time.perf_counter() - started, 1)}
             log(f"{key}: learned APGR {report.result('learned router').metrics.grid.apgr:.3f}")  # type: ignore[union-attr]
     return runs
 
 
-def task_classification(mmlu: LabelSet, gsm8k: LabelSet, per_task: int, resamples: int) -> dict[str, object]:
+def task_classification(
+    mmlu: LabelSet, gsm8k: LabelSet, per_task: int, resamples: int, window: TokenWindow | None
+) -> dict[str, object]:
     from modelyard.routing.smart.tasks import TaskClassifier
 
     subject_to_task = {s: task for task, names in MMLU_GROUPS.items() for s in names.split()}
     texts = mmlu.prompts + gsm8k.prompts
     truth = [subject_to_task[g] for g in mmlu.groups] + ["math"] * len(gsm8k)
-    vectors = np.vstack([embed(mmlu.prompts), embed(gsm8k.prompts)])  # each cached on its own
+    # each cached on its own; the window the gateway embeds a route's examples and requests with
+    vectors = np.vstack([embed(mmlu.prompts, window=window), embed(gsm8k.prompts, window=window)])
     rng = np.random.default_rng(0)
     tasks = list(MMLU_GROUPS)
     train_rows: list[int] = []
@@ -181,6 +198,7 @@ def task_classification(mmlu: LabelSet, gsm8k: LabelSet, per_task: int, resample
         "bootstrap_resamples": len(accs),
         "confusion": confusion,
         "classifier": "modelyard.routing.smart.tasks.TaskClassifier (k=3 nearest examples per task)",
+        "window": None if window is None else [window.head, window.tail],
     }
 
 
@@ -203,11 +221,11 @@ def decision_cost(router_path: Path, prompts: list[str]) -> dict[str, object]:
     encoder = _Encoder(find_embedding_files(), threads=2)
     after_encoder = _rss_mib()
     for prompt in prompts[:20]:  # warm-up
-        router.score(prompt, encoder.encode([prompt])[0][0])
+        router.score(prompt, encoder.encode([prompt], router.window)[0][0])
     total, score_only = [], []
     for prompt in prompts:
         t0 = time.perf_counter()
-        vector = encoder.encode([prompt])[0][0]
+        vector = encoder.encode([prompt], router.window)[0][0]
         t1 = time.perf_counter()
         router.score(prompt, vector)
         t2 = time.perf_counter()
@@ -231,6 +249,15 @@ def main() -> None:
     )
     parser.add_argument("--quick", action="store_true", help="200 bootstrap resamples instead of 1,000")
     parser.add_argument("--only", choices=["routing", "tasks", "cost"], help="run one part")
+    parser.add_argument(
+        "--window",
+        action="store_true",
+        help="the bounded representation (MiniLM over the first 48 and last 14 word pieces + a static "
+        "bag of all of them) instead of the default (MiniLM over the first 254 word pieces)",
+    )
+    parser.add_argument(
+        "--out-name", default="routing_eval", help="stem of the JSON written in benchmarks/out"
+    )
     args = parser.parse_args()
     if not (DATA / "mmlu").is_dir():
         sys.exit(f"skipped: the shipped routing labels are not at {DATA} (see ../shared/data/README.md)")
@@ -240,7 +267,8 @@ def main() -> None:
     strong_rate = resolve_price(STRONG, STRONG_PRICE, "--strong-price")
     weak_rate = resolve_price(WEAK, WEAK_PRICE, "--weak-price")
     assert strong_rate is not None and weak_rate is not None
-    results_path = OUT / "routing_eval.json"
+    representation = WINDOWED if args.window else DEFAULT_REPRESENTATION
+    results_path = OUT / f"{args.out_name}.json"
     results: dict[str, object] = orjson.loads(results_path.read_bytes()) if results_path.exists() else {}
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO)
     results["environment"] = {
@@ -249,20 +277,21 @@ def main() -> None:
         "cpus": os.cpu_count(),
         "numpy": np.__version__,
         "note": "2-core machine shared with other jobs while measuring",
+        "representation": representation.describe(),
     }
 
     def save() -> None:
         results_path.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
 
     if args.only in (None, "routing"):
-        results["routing"] = routing_runs(resamples, PairPrices(strong_rate, weak_rate))
+        results["routing"] = routing_runs(resamples, PairPrices(strong_rate, weak_rate), representation)
         save()
     mmlu = load_labels(DATA / "mmlu")
     gsm8k = load_labels(DATA / "gsm8k")
     if args.only in (None, "tasks"):
         log("task classification")
         results["tasks"] = {
-            str(n): task_classification(mmlu, gsm8k, per_task=n, resamples=resamples) for n in (10, 50)
+            str(n): task_classification(mmlu, gsm8k, n, resamples, representation.window) for n in (10, 50)
         }
         save()
     if args.only in (None, "cost"):
@@ -271,12 +300,13 @@ def main() -> None:
         from modelyard.routing.smart.learned.runtime import LearnedRouter
         from modelyard.routing.smart.learned.train import fold_ids, train_router
 
-        vectors = embed(mmlu.prompts)
+        vectors = embed(mmlu.prompts, window=representation.window)
         held_out = fold_ids(mmlu.prompts, 5, 0) == 0  # train on 4 folds, check on the fifth
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "router.json"
             train = np.flatnonzero(~held_out)
-            write_router_file(path, train_router(mmlu.subset(train), vectors[train], STRONG, WEAK))
+            config = TrainConfig(representation=representation)
+            write_router_file(path, train_router(mmlu.subset(train), vectors[train], STRONG, WEAK, config))
             router = LearnedRouter.load(path)
             test = np.flatnonzero(held_out)
             scores = np.array([router.score(mmlu.prompts[i], vectors[i]) for i in test])

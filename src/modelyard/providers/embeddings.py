@@ -28,10 +28,30 @@ import numpy.typing as npt
 from modelyard.errors import InvalidRequestError, UnsupportedCapabilityError, UpstreamError
 from modelyard.providers.base import CallContext, EmbeddingResult, JSONDict, Provider, SSEEvent, WireProtocol
 
-__all__ = ["EmbeddingFiles", "OnnxEmbeddingProvider", "find_embedding_files"]
+__all__ = ["EmbeddingFiles", "OnnxEmbeddingProvider", "TokenWindow", "find_embedding_files"]
 
 DIMENSIONS = 384
 MAX_SEQ_LENGTH = 256  # sentence-transformers' max_seq_length for all-MiniLM-L6-v2
+WINDOW_CHARS = 4096
+"""A token window reads at most this many characters from each end of a text."""
+
+
+@dataclass(frozen=True, slots=True)
+class TokenWindow:
+    """Which word pieces of a text to embed: the first ``head`` and the last ``tail``, in one
+    model run (``head + tail + 2`` tokens at most). Bounds the cost of an embedding whatever the
+    text's length, while seeing both its start and its end (e.g. a question and its answer
+    choices). ``TokenWindow(254, 0)`` is the model's own truncation."""
+
+    head: int
+    tail: int
+
+    def __post_init__(self) -> None:
+        if self.head < 1 or self.tail < 0 or self.head + self.tail > MAX_SEQ_LENGTH - 2:
+            raise ValueError(
+                f"a token window needs head >= 1, tail >= 0 and head + tail <= {MAX_SEQ_LENGTH - 2}, "
+                f"got head={self.head}, tail={self.tail}"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +93,9 @@ class _Encoder:
         self.tokenizer = Tokenizer.from_file(str(files.tokenizer))
         self.tokenizer.enable_truncation(max_length=MAX_SEQ_LENGTH)
         self.tokenizer.no_padding()
+        self.untruncated = Tokenizer.from_file(str(files.tokenizer))  # for token windows
+        self.untruncated.no_truncation()
+        self.untruncated.no_padding()
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
@@ -91,15 +114,38 @@ class _Encoder:
         self.output_name: str = output.name
         self.pooled = len(output.shape) == 2
 
-    def encode(self, texts: list[str]) -> tuple[npt.NDArray[np.float32], int]:
-        """Unit vectors for ``texts`` (one padded batch) and the number of tokens they used."""
-        encodings = self.tokenizer.encode_batch(texts)
-        length = max(len(e.ids) for e in encodings)
+    def window_ids(self, text: str, window: TokenWindow) -> list[int]:
+        """[CLS] + the first ``window.head`` and last ``window.tail`` word pieces of ``text`` + [SEP]
+        (all of them when there are no more than head + tail). Only the first and last
+        :data:`WINDOW_CHARS` characters are tokenised, so the cost is bounded for any text."""
+        if len(text) <= 2 * WINDOW_CHARS:
+            ids = self.untruncated.encode(text).ids
+            inner = ids[1:-1]
+            if len(inner) <= window.head + window.tail:
+                return list(ids)
+            start, end, head, tail = ids[:1], ids[-1:], inner, inner
+        else:
+            first = self.untruncated.encode(text[:WINDOW_CHARS]).ids
+            last = self.untruncated.encode(text[-WINDOW_CHARS:]).ids
+            start, end, head, tail = first[:1], last[-1:], first[1:-1], last[1:-1]
+        kept_tail = tail[max(0, len(tail) - window.tail) :] if window.tail else []
+        return [*start, *head[: window.head], *kept_tail, *end]
+
+    def encode(
+        self, texts: list[str], window: TokenWindow | None = None
+    ) -> tuple[npt.NDArray[np.float32], int]:
+        """Unit vectors for ``texts`` (one padded batch) and the number of tokens they used: the
+        first :data:`MAX_SEQ_LENGTH` tokens of each text, or its ``window`` (see :meth:`window_ids`)."""
+        if window is None:
+            rows = [e.ids for e in self.tokenizer.encode_batch(texts)]
+        else:
+            rows = [self.window_ids(text, window) for text in texts]
+        length = max(len(row) for row in rows)
         ids = np.zeros((len(texts), length), dtype=np.int64)
         mask = np.zeros((len(texts), length), dtype=np.int64)
-        for row, encoding in enumerate(encodings):
-            ids[row, : len(encoding.ids)] = encoding.ids
-            mask[row, : len(encoding.ids)] = 1
+        for index, row in enumerate(rows):
+            ids[index, : len(row)] = row
+            mask[index, : len(row)] = 1
         feeds = {"input_ids": ids, "attention_mask": mask}
         if "token_type_ids" in self.input_names:
             feeds["token_type_ids"] = np.zeros_like(ids)
@@ -184,13 +230,14 @@ class OnnxEmbeddingProvider(Provider):
             f"model {model!r} is an embedding model; use POST /v1/embeddings", param="model"
         )
 
-    async def encode(self, texts: list[str]) -> npt.NDArray[np.float32]:
+    async def encode(self, texts: list[str], window: TokenWindow | None = None) -> npt.NDArray[np.float32]:
         """Unit vectors for ``texts`` as one array, computed on the worker thread (for callers
-        inside the gateway, such as the semantic cache)."""
+        inside the gateway, such as the semantic cache); ``window`` embeds only each text's first
+        and last word pieces (the smart router's bounded-cost input)."""
         await self.start()
         assert self._encoder is not None and self._executor is not None
         loop = asyncio.get_running_loop()
-        vectors, _ = await loop.run_in_executor(self._executor, self._encoder.encode, texts)
+        vectors, _ = await loop.run_in_executor(self._executor, self._encoder.encode, texts, window)
         return vectors
 
     async def embed(self, inputs: list[str], model: str, ctx: CallContext) -> EmbeddingResult:

@@ -22,6 +22,7 @@ import numpy as np
 from modelyard.errors import PermissionDeniedError
 from modelyard.routing.smart import rules as rules_mod
 from modelyard.routing.smart.bandit import NO_TASK
+from modelyard.routing.smart.learned.features import STATIC_CHARS
 from modelyard.routing.smart.routes import Route
 from modelyard.routing.smart.rules import RequestFacts, Restriction
 from modelyard.routing.smart.tasks import TaskGuess
@@ -109,7 +110,9 @@ def scan(route: Route, body: Mapping[str, Any], facts: RequestFacts) -> Scan:
         needs_text = any(r.when.pii for r in route.config.rules)
         text = rules_mod.request_text(body) if needs_text else ""
         restriction = rules_mod.evaluate(route.config.rules, text, facts)
-    return Scan(restriction, rules_mod.prompt_text(body))
+    # As much of the prompt as the learned router's static bag reads (it was trained on whole
+    # prompts); the MiniLM input is bounded by its token window, whatever this length.
+    return Scan(restriction, rules_mod.prompt_text(body, limit=STATIC_CHARS))
 
 
 def analyse(route: Route, prompt: str, vector: Any) -> Analysis:

@@ -24,6 +24,7 @@ from modelyard.accounting.pricebook import PriceBook
 from modelyard.config.load import RuntimeConfig
 from modelyard.errors import GatewayError, ModelNotFoundError, PermissionDeniedError
 from modelyard.providers.base import WireProtocol
+from modelyard.providers.embeddings import TokenWindow
 from modelyard.providers.registry import Registry
 from modelyard.routing.router import Router
 from modelyard.routing.smart.data_rules import check_data_rules
@@ -153,7 +154,7 @@ class SmartRouting:
             if route.task_examples and route.classifier is None:
                 texts = [t for examples in route.task_examples.values() for t in examples]
                 try:
-                    vectors = await self._encode(texts)
+                    vectors = await self._encode(texts, _window(route))
                     build = partial(TaskClassifier.build, route.task_examples, vectors)
                     route.classifier = await loop.run_in_executor(
                         self._pool(), partial(build, min_confidence=route.config.min_confidence)
@@ -180,10 +181,10 @@ class SmartRouting:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
 
-    async def _encode(self, texts: list[str]) -> Any:
+    async def _encode(self, texts: list[str], window: TokenWindow | None) -> Any:
         if self._encoder is None:
             self._encoder = self._registry.shared_embeddings()
-        return await self._encoder.encode(texts)
+        return await self._encoder.encode(texts, window)
 
     # -- the decision ------------------------------------------------------------------------
     def route_of(self, model: object) -> Route | None:
@@ -222,7 +223,7 @@ class SmartRouting:
             try:
                 # One prompt per model run: micro-batching concurrent prompts was measured slower
                 # here (padding to the longest prompt; benchmarks/RESULTS.md, smart routing).
-                vector = (await self._encode([prompt]))[0]
+                vector = (await self._encode([prompt], _window(route)))[0]
             except GatewayError as exc:
                 return Analysis(unavailable=exc.message[:80])
         if route.task_examples and route.classifier is None and route.learned is None:
@@ -459,6 +460,14 @@ class SmartRouting:
         already are skipped); returns how many were applied."""
         rows = await self._store.feedback(since=self._watermark - SYNC_LOOKBACK_S, limit=MAX_REBUILD_ROWS)
         return sum(self.learn(row) for row in rows)
+
+
+def _window(route: Route) -> TokenWindow | None:
+    """The token window a route embeds prompts with: its router file's (the one it was trained
+    on; None = the first 254 word pieces), else None. The task classifier's examples and the
+    requests are embedded alike."""
+    learned = route.learned
+    return learned.window if learned is not None else None
 
 
 def _load_learned(route: Route, base_dir: Path) -> tuple[Any, float]:

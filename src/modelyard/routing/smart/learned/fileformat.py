@@ -1,11 +1,13 @@
 """The router file: one JSON document, versioned, with arrays stored as base64 little-endian bytes.
 
-Layout (``format_version`` 1)::
+Layout (``format_version`` 2; version 1, still read, had no ``representation``: its routers
+embed the first 254 word pieces of a prompt and nothing else)::
 
     {
       "format": "modelyard-learned-router", "format_version": 1,
       "strong": "<model>", "weak": "<model>",
-      "embedding": {"model": "...all-MiniLM-L6-v2...", "dimensions": 384},
+      "embedding": {"model": "...all-MiniLM-L6-v2...", "dimensions": 768,
+                    "representation": {"window": {"head": 48, "tail": 14}, "static": "..."}},
       "features": {"length": [names], "length_mean": A, "length_scale": A},
       "components": {"linear": {"weights": A, "bias": A},
                      "clusters": {"centroids": A, "gains": A},
@@ -32,7 +34,8 @@ import orjson
 __all__ = ["FORMAT", "FORMAT_VERSION", "RouterFileError", "decode_array", "encode_array", "read_router_file"]
 
 FORMAT = "modelyard-learned-router"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 _DTYPES = {"float16", "float32", "float64", "int32", "int64"}
 
 
@@ -93,10 +96,11 @@ def read_router_file(path: Path) -> dict[str, Any]:
             "train one with `modelyard router train`"
         )
     version = document.get("format_version")
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         raise RouterFileError(
-            f"router file {path} has format_version {version!r}; this modelyard reads version "
-            f"{FORMAT_VERSION}: retrain it with this version's `modelyard router train`"
+            f"router file {path} has format_version {version!r}; this modelyard reads versions "
+            f"{', '.join(map(str, READABLE_VERSIONS))}: retrain it with this version's "
+            "`modelyard router train`"
         )
     try:
         decoded: dict[str, Any] = _decode_tree(document, "router")

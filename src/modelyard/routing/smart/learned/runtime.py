@@ -2,8 +2,10 @@
 
 The file (written by :mod:`modelyard.routing.smart.learned.train`) is one JSON document; see
 :mod:`modelyard.routing.smart.learned.fileformat` for its layout. A router estimates the expected
-quality *gain* of the strong model over the weak one for a prompt, from its MiniLM embedding and
-length features, by blending a few components:
+quality *gain* of the strong model over the weak one for a prompt, from its vector (the
+:class:`~.features.Representation` recorded in the file: MiniLM over a token window of the
+prompt, by default joined with a static bag of all its word pieces) and length features, by
+blending a few components:
 
 * ``linear``: logistic heads over [embedding, scaled length features] giving P(strong right) and
   P(weak right); the gain is their difference;
@@ -25,7 +27,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from modelyard.routing.smart.learned.features import EMBEDDING_DIMENSIONS, length_features
+from modelyard.providers.embeddings import TokenWindow
+from modelyard.routing.smart.learned.features import (
+    EMBEDDING_DIMENSIONS,
+    Representation,
+    StaticBag,
+    length_features,
+)
 from modelyard.routing.smart.learned.fileformat import RouterFileError, read_router_file
 
 __all__ = ["LearnedRouter", "RouterFileError"]
@@ -80,7 +88,10 @@ class LearnedRouter:
     weak: str
     """The weak (cheap) model."""
     needs_embedding: bool
-    """True: ``score`` needs the prompt's all-MiniLM-L6-v2 vector (unit length, 384 floats)."""
+    """True: ``score`` needs the prompt's all-MiniLM-L6-v2 vector (unit length, 384 floats) of
+    :attr:`window`."""
+    representation: Representation
+    """What the router reads of a prompt (as in training)."""
     embedding_model: str
     metadata: dict[str, Any]
     """Training metadata: data source and fingerprint, counts, configuration, cross-fitted metrics."""
@@ -90,6 +101,14 @@ class LearnedRouter:
         self.strong = document["strong"]
         self.weak = document["weak"]
         self.embedding_model = document["embedding"]["model"]
+        self.representation = Representation.from_record(document["embedding"].get("representation"))
+        self._bag = StaticBag.installed() if self.representation.static else None
+        self._dimensions = int(document["embedding"]["dimensions"])
+        if self._dimensions != self.representation.dimensions:
+            raise RouterFileError(
+                f"router file {path}: {self._dimensions} dimensions do not match its representation "
+                f"({self.representation.dimensions}); retrain it"
+            )
         self.metadata = document.get("training", {})
         features = document["features"]
         self._length_mean = np.asarray(features["length_mean"], dtype=np.float64)
@@ -119,6 +138,11 @@ class LearnedRouter:
         self._thresholds = np.asarray(calibration["threshold"], dtype=np.float64)
         self.needs_embedding = True
 
+    @property
+    def window(self) -> TokenWindow | None:
+        """The token window to embed prompts with (None: their first 254 word pieces)."""
+        return self.representation.window
+
     @classmethod
     def load(cls, path: str | Path) -> LearnedRouter:
         """Read a router file; :class:`RouterFileError` names the file and what is wrong with it."""
@@ -138,6 +162,7 @@ class LearnedRouter:
                 f"router {self.path} expects a {EMBEDDING_DIMENSIONS}-float embedding, "
                 f"got shape {vector.shape}"
             )
+        vector = self.representation.vector(prompt, vector, self._bag)
         out: dict[str, float] = {}
         if self._linear is not None:
             scaled = (np.asarray(length_features(prompt)) - self._length_mean) / self._length_scale

@@ -32,9 +32,12 @@ import numpy.typing as npt
 
 from modelyard.routing.smart.learned.data import LabelError, LabelSet
 from modelyard.routing.smart.learned.features import (
+    DEFAULT_REPRESENTATION,
     EMBEDDING_DIMENSIONS,
     EMBEDDING_MODEL_ID,
     LENGTH_FEATURES,
+    Representation,
+    StaticBag,
     length_matrix,
 )
 from modelyard.routing.smart.learned.fileformat import FORMAT, FORMAT_VERSION, encode_array
@@ -68,6 +71,11 @@ class TrainConfig:
     0.5 was chosen on MMLU alone, by leave-one-subject-group-out cross-fitting (pooled APGR
     0.597 at 0, 0.614 at 0.25, 0.619 at 0.5, 0.618 at 0.75; benchmarks/RESULTS.md)."""
     seed: int = 0
+    representation: Representation = DEFAULT_REPRESENTATION
+    """What the router reads of a prompt (recorded in the file; the runtime reads prompts alike):
+    by default MiniLM over the first 254 word pieces; :data:`~.features.WINDOWED` bounds the cost
+    (a token window joined with a static bag of all word pieces). ``embeddings`` given to
+    :func:`train_router` must be of its window (:func:`~.features.embed_texts` with ``window=``)."""
 
 
 def fold_ids(prompts: list[str], folds: int, seed: int) -> npt.NDArray[np.int64]:
@@ -213,6 +221,9 @@ def train_router(
         raise ValueError(
             f"expected ({len(labels)}, {EMBEDDING_DIMENSIONS}) embeddings, got {embeddings.shape}"
         )
+    representation = config.representation
+    bag = StaticBag.installed() if representation.static else None
+    embeddings = representation.vectors(labels.prompts, embeddings, bag)  # what the runtime sees
     note = step or (lambda _message: None)
     s, w = labels.scores[strong], labels.scores[weak]
     lengths = length_matrix(labels.prompts)
@@ -274,7 +285,11 @@ def train_router(
         "format_version": FORMAT_VERSION,
         "strong": strong,
         "weak": weak,
-        "embedding": {"model": EMBEDDING_MODEL_ID, "dimensions": EMBEDDING_DIMENSIONS},
+        "embedding": {
+            "model": EMBEDDING_MODEL_ID,
+            "dimensions": representation.dimensions,
+            "representation": representation.describe(),
+        },
         "features": {
             "length": list(LENGTH_FEATURES),
             "length_mean": encode_array(fitted.length_mean, "float64"),

@@ -26,7 +26,8 @@ import numpy.typing as npt
 
 from modelyard.routing.smart.learned import baselines
 from modelyard.routing.smart.learned.data import LabelSet
-from modelyard.routing.smart.learned.features import length_matrix
+from modelyard.routing.smart.learned.evaluate import Embedder
+from modelyard.routing.smart.learned.features import StaticBag, length_matrix
 from modelyard.routing.smart.learned.fileformat import write_router_file
 from modelyard.routing.smart.learned.partial import head_probabilities, label_counts
 from modelyard.routing.smart.learned.runtime import LearnedRouter
@@ -35,7 +36,6 @@ from modelyard.routing.smart.learned.train import TrainConfig, _fit, fold_ids, t
 __all__ = ["NOT_COMPUTED", "PartialReport", "PartialRow", "evaluate_partial", "ipw_quality"]
 
 FloatArray = npt.NDArray[np.float64]
-Embedder = Callable[[list[str]], npt.NDArray[np.float32]]
 Step = Callable[[str], None]
 SHARES = (0.2, 0.5, 0.8)
 NOT_COMPUTED = (
@@ -146,12 +146,14 @@ def evaluate_partial(
     note = step or (lambda _message: None)
     s, w = labels.scores[strong], labels.scores[weak]
     counts = label_counts(s, w)
+    loaded = LearnedRouter.load(router_path) if router_path is not None else None
+    window = config.representation.window if loaded is None else loaded.window
     note(f"embedding {len(labels)} prompts")
-    embeddings = embed(labels.prompts)
+    embeddings = embed(labels.prompts, window=window)
     brier: dict[str, dict[str, float]] = {}
     notes = [NOT_COMPUTED.format(both=counts["both"], prompts=len(labels)), SELECTION_NOTE]
-    if router_path is not None:
-        router = LearnedRouter.load(router_path)
+    if router_path is not None and loaded is not None:
+        router = loaded
         learned = np.asarray([router.score(p, e) for p, e in zip(labels.prompts, embeddings, strict=True)])
         mode = f"router file {router_path}"
         if router.metadata.get("data_fingerprint") == labels.fingerprint():
@@ -162,6 +164,9 @@ def evaluate_partial(
         k = cv_folds or 5
         folds = fold_ids(labels.prompts, k, seed)
         lengths = length_matrix(labels.prompts)
+        representation = config.representation  # the heads read what the router's heads read
+        bag = StaticBag.installed() if representation.static else None
+        vectors = representation.vectors(labels.prompts, embeddings, bag)
         learned = np.zeros(len(labels))
         heads = np.zeros((len(labels), 2))
         constant = np.zeros((len(labels), 2))
@@ -176,8 +181,8 @@ def evaluate_partial(
             )
             router = LearnedRouter.load(path)
             learned[test] = [router.score(labels.prompts[i], embeddings[i]) for i in test]
-            fitted = _fit(embeddings[train], lengths[train], s[train], w[train], config)
-            heads[test] = head_probabilities(fitted, embeddings[test], lengths[test])
+            fitted = _fit(vectors[train], lengths[train], s[train], w[train], config)
+            heads[test] = head_probabilities(fitted, vectors[test], lengths[test])
             constant[test] = [np.nanmean(s[train]), np.nanmean(w[train])]
         mode = f"{k}-fold cross-fitting (seed {seed})"
         for column, (model, y) in enumerate(((strong, s), (weak, w))):

@@ -16,7 +16,7 @@ Latency, on the production ``SmartRouting`` object (no HTTP: the decision is wha
 4. ``decision, cached``: the same prompts again (the per-prompt LRU skips embedding and classifier);
 5. with ``--router FILE`` (a trained router, e.g. ``modelyard router train``): ``decision,
    learned router, uncached`` on a second route that scores each new prompt with it (static bag
-   and length features included).
+   and length features included), alternated prompt by prompt with (3).
 
 Embedding and decision latencies are also given by prompt length (word pieces of the whole
 prompt), as p50/p99 per bucket.
@@ -275,10 +275,17 @@ async def latency(smart: SmartRouting, prompts: list[str], tokens: list[int]) ->
     tick = asyncio.create_task(ticker(lateness, done))
     smart.cache["auto"].__init__(100000)  # type: ignore[misc]  # start cold
     timings = []
-    for i, body in enumerate(bodies):
-        start = time.perf_counter()
-        await smart.decide(route, body, Ctx(f"u{i}"))
-        timings.append((time.perf_counter() - start) * 1000)
+    learned_timings: list[float] = []
+    learned = smart.routes.get("learned")
+    for i, body in enumerate(bodies):  # with --router: A/B alternated with the learned route
+        calls = [(route, body, timings)]
+        if learned is not None:
+            pair = (learned, {**body, "model": "learned"}, learned_timings)
+            calls = [pair, *calls] if i % 2 else [*calls, pair]
+        for target, request, series in calls:
+            start = time.perf_counter()
+            await smart.decide(target, request, Ctx(f"u{i}{target.name}"))
+            series.append((time.perf_counter() - start) * 1000)
     done.set()
     await tick
     results["decision_uncached"] = quantiles(timings)
@@ -291,15 +298,9 @@ async def latency(smart: SmartRouting, prompts: list[str], tokens: list[int]) ->
         await smart.decide(route, body, Ctx(f"c{i}"))
         timings.append((time.perf_counter() - start) * 1000)
     results["decision_cached"] = quantiles(timings)
-    if "learned" in smart.routes:
-        learned = smart.routes["learned"]
-        timings = []
-        for i, body in enumerate(bodies):
-            start = time.perf_counter()
-            await smart.decide(learned, {**body, "model": "learned"}, Ctx(f"l{i}"))
-            timings.append((time.perf_counter() - start) * 1000)
-        results["decision_learned_uncached"] = quantiles(timings)
-        lengths["decision_learned_uncached"] = by_length(timings, tokens)
+    if learned_timings:
+        results["decision_learned_uncached"] = quantiles(learned_timings)
+        lengths["decision_learned_uncached"] = by_length(learned_timings, tokens)
     results["by_prompt_length"] = lengths
     return results
 

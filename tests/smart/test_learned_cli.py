@@ -168,3 +168,23 @@ def test_eval_on_the_training_prompts_says_in_sample(trained: Path, workspace: P
     )  # fmt: skip
     assert code == 0, output
     assert "IN-SAMPLE" in output
+
+
+def test_train_and_eval_with_the_bounded_window(workspace: Path) -> None:
+    out = workspace / "router-window.json"
+    code, output = invoke(
+        workspace, "train", "--data", str(workspace / "mmlu"), "--out", str(out), "--clusters", "10",
+        "--input", "window",
+    )  # fmt: skip
+    assert code == 0, output
+    router = LearnedRouter.load(out)
+    assert router.window is not None and (router.window.head, router.window.tail) == (48, 14)
+    assert router.representation.static
+    code, output = invoke(
+        workspace, "eval", "--data", str(workspace / "gsm8k"), "--router", str(out),
+        "--out-dir", str(workspace / "eval-window"), "--resamples", "20",
+    )  # fmt: skip
+    assert code == 0, output  # the router file says how to embed: no --input needed
+    assert "learned router" in output
+    code, output = invoke(workspace, "train", "--data", str(workspace / "mmlu"), "--input", "half")
+    assert code != 0 and "half" in output

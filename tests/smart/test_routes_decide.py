@@ -14,6 +14,7 @@ import pytest
 
 from modelyard.config.routes_schema import LearnedRouterConfig, RouteConfig, TaskConfig
 from modelyard.errors import PermissionDeniedError
+from modelyard.providers.embeddings import TokenWindow
 from modelyard.routing.smart.decide import Analysis, allowed_candidates, choose
 from modelyard.routing.smart.routes import build_route
 from modelyard.routing.smart.rules import Restriction
@@ -103,25 +104,30 @@ EASY = [f"Say hello to my friend number {i}" for i in range(20)]
 EASY += [f"What colour is a ripe banana? Question {i}" for i in range(20)]
 
 
-def _encode(texts: list[str]) -> np.ndarray:
+def _encode(texts: list[str], window: TokenWindow | None = None) -> np.ndarray:
     from modelyard.providers.embeddings import OnnxEmbeddingProvider
 
     async def run() -> np.ndarray:
         provider = OnnxEmbeddingProvider(threads=1)
         try:
-            return np.asarray(await provider.encode(texts))
+            return np.asarray(await provider.encode(texts, window))
         finally:
             await provider.aclose()
 
     return asyncio.run(run())
 
 
-@pytest.fixture(scope="module")
-def router_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
+@pytest.fixture(scope="module", params=["full", "window"])
+def router_config(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Path:
+    """A route with a router trained on the full prompt, or on the bounded window + static bag
+    (``--input window``): the gateway must embed requests as the file says."""
     pytest.importorskip("modelyard.routing.smart.learned.train")
     from modelyard.routing.smart.learned.data import LabelSet
+    from modelyard.routing.smart.learned.features import FULL_PROMPT, WINDOWED
     from modelyard.routing.smart.learned.fileformat import write_router_file
     from modelyard.routing.smart.learned.train import TrainConfig, train_router
+
+    representation = WINDOWED if request.param == "window" else FULL_PROMPT
 
     prompts = HARD + EASY
     strong = np.ones(len(prompts))
@@ -129,10 +135,10 @@ def router_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
     labels = LabelSet(prompts, {"gpt-4": strong, "mixtral": weak}, [""] * len(prompts), "synthetic")
     document = train_router(
         labels,
-        _encode(prompts).astype(np.float32),
+        _encode(prompts, representation.window).astype(np.float32),
         "gpt-4",
         "mixtral",
-        TrainConfig(clusters=4, inner_folds=3),
+        TrainConfig(clusters=4, inner_folds=3, representation=representation),
     )
     work = tmp_path_factory.mktemp("learned")
     write_router_file(work / "router.json", document)

@@ -13,6 +13,10 @@ both and requires the same decisions and the same tables afterwards. Period star
 Python (:func:`~modelyard.store._ledger.period_start`) and passed in, so the calendar rule has one
 home. Recovery of overdue reservations (rare: start-up) keeps the Python path.
 
+The function caches its statements' plans (``plan_cache_mode = auto`` on the function, whatever the
+session says): they are lookups by primary key and scans of the argument arrays, and the generic plan
+is re-made when autovacuum's ANALYZE invalidates it as the tables grow.
+
 Budgets are held in arrays indexed by their locked order; a reservation's budget rows are looked up
 by one join per batch, not per reservation, so a batch of 500 stays a few set-based statements and
 one loop over the reservations.
@@ -30,8 +34,12 @@ from modelyard.store.base import BudgetSpec, Denied, Period, Reservation, Scope,
 
 __all__ = ["MIGRATION_NAME", "call_arguments", "call_statement", "decisions", "migration"]
 
-MIGRATION_NAME = "0005_commit_batch_function_v1"
-"""Change the function only through a new migration name (``…_v2``): each version is created once."""
+MIGRATION_NAME = "0005_commit_batch_function_v2"
+"""Change the function only through a new migration name (``…_v3``): each version is created once
+(``CREATE OR REPLACE``: a database that ran an earlier version gets this one on its next start).
+v2: plans cached across calls (``plan_cache_mode = auto`` for the function: the session's
+``force_custom_plan`` re-planned its statements on every call, about a quarter of its server CPU);
+no reservation query for a batch without reservations."""
 
 FUNCTION = "modelyard_commit_batch"
 
@@ -100,7 +108,7 @@ CREATE OR REPLACE FUNCTION {s}.{FUNCTION}(
     OUT settled integer, OUT denied_at integer[], OUT denied_scope text[], OUT denied_scope_id text[],
     OUT denied_period text[], OUT denied_limit bigint[], OUT denied_spend bigint[],
     OUT denied_reserved bigint[]
-) LANGUAGE plpgsql AS $fn$
+) LANGUAGE plpgsql SET plan_cache_mode = auto AS $fn$
 DECLARE
     b_scope text[]; b_scope_id text[]; b_period text[]; b_limit bigint[]; b_spend bigint[];
     b_reserved bigint[]; b_start double precision[]; b_dirty boolean[];
@@ -186,6 +194,7 @@ BEGIN
 
     -- Reservations, in arrival order, each against the state the previous ones left; one already
     -- stored, or admitted earlier in this batch, is never reserved twice (its decision: admitted).
+    IF cardinality(r_request_id) > 0 THEN
     FOR rec IN
         SELECT u.o::integer AS o, u.request_id, u.cost,
                u.request_id = ANY(v_stored) AS stored,
@@ -237,6 +246,7 @@ BEGIN
         v_admitted := v_admitted || rec.o;
         v_admitted_ids := v_admitted_ids || rec.request_id;
     END LOOP;
+    END IF;
 
     -- The writes: what plan_batch's BatchPlan holds.
     IF true = ANY(b_dirty) THEN

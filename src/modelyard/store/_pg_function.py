@@ -13,10 +13,6 @@ both and requires the same decisions and the same tables afterwards. Period star
 Python (:func:`~modelyard.store._ledger.period_start`) and passed in, so the calendar rule has one
 home. Recovery of overdue reservations (rare: start-up) keeps the Python path.
 
-The function caches its statements' plans (``plan_cache_mode = auto`` on the function, whatever the
-session says): they are lookups by primary key and scans of the argument arrays, and the generic plan
-is re-made when autovacuum's ANALYZE invalidates it as the tables grow.
-
 Budgets are held in arrays indexed by their locked order; a reservation's budget rows are looked up
 by one join per batch, not per reservation, so a batch of 500 stays a few set-based statements and
 one loop over the reservations.
@@ -34,12 +30,14 @@ from modelyard.store.base import BudgetSpec, Denied, Period, Reservation, Scope,
 
 __all__ = ["MIGRATION_NAME", "call_arguments", "call_statement", "decisions", "migration"]
 
-MIGRATION_NAME = "0005_commit_batch_function_v2"
-"""Change the function only through a new migration name (``…_v3``): each version is created once
+MIGRATION_NAME = "0005_commit_batch_function_v3"
+"""Change the function only through a new migration name (``…_v4``): each version is created once
 (``CREATE OR REPLACE``: a database that ran an earlier version gets this one on its next start).
-v2: plans cached across calls (``plan_cache_mode = auto`` for the function: the session's
-``force_custom_plan`` re-planned its statements on every call, about a quarter of its server CPU);
-no reservation query for a batch without reservations."""
+v2 cached its statements' plans (``plan_cache_mode = auto`` on the function): a quarter less server
+CPU per call on a warm table, but generic plans made while the tables were small held the store to
+2,500/s and let the backlog grow at 2,000/s (benchmarks/RESULTS.md), so v3 plans every call again,
+as the session asks. v3 keeps v2's other change: no reservation query for a batch without
+reservations."""
 
 FUNCTION = "modelyard_commit_batch"
 
@@ -108,7 +106,7 @@ CREATE OR REPLACE FUNCTION {s}.{FUNCTION}(
     OUT settled integer, OUT denied_at integer[], OUT denied_scope text[], OUT denied_scope_id text[],
     OUT denied_period text[], OUT denied_limit bigint[], OUT denied_spend bigint[],
     OUT denied_reserved bigint[]
-) LANGUAGE plpgsql SET plan_cache_mode = auto AS $fn$
+) LANGUAGE plpgsql AS $fn$
 DECLARE
     b_scope text[]; b_scope_id text[]; b_period text[]; b_limit bigint[]; b_spend bigint[];
     b_reserved bigint[]; b_start double precision[]; b_dirty boolean[];

@@ -227,8 +227,14 @@ async def test_concurrent_requests_keep_loop_responsive(provider: LlamaCppProvid
     stop.set()
     await ticker
     assert all(r["choices"][0]["message"]["content"] for r in responses)
+    # Generation runs in worker processes: the loop keeps ticking all along. (A generation run on
+    # the loop would leave few ticks and stall it for whole generations; a busy machine may delay
+    # a tick or two by a CPU time slice, which is not what this checks.)
     assert len(gaps) > 20
-    assert max(gaps) < 0.1, f"event loop stalled for {max(gaps) * 1000:.0f} ms"
+    gaps.sort()
+    p90 = gaps[int(len(gaps) * 0.9)]
+    assert p90 < 0.05, f"event loop ticks late: p90 {p90 * 1000:.0f} ms"
+    assert gaps[-1] < 0.5, f"event loop stalled for {gaps[-1] * 1000:.0f} ms"
 
 
 async def test_closing_stream_early_stops_generation(provider: LlamaCppProvider) -> None:

@@ -75,8 +75,9 @@ InputOption = Annotated[
         "--input",
         help="What the router reads of a prompt: `full` = MiniLM over its first 254 word pieces "
         "(the cost grows with the prompt: ~50 ms p99 at 256); `window` = MiniLM over its first 48 "
-        "and last 14 word pieces (one run of <= 64 tokens) + a static bag of all of them: bounded "
-        "cost, slightly lower quality (MMLU APGR 0.673 vs 0.681).",
+        "and last 14 word pieces (one run of <= 64 tokens) + an IDF-weighted static bag and a "
+        "word-piece TF-IDF head over all of them: bounded cost (MMLU APGR 0.685 vs 0.681; "
+        "trained on MMLU, tested on GSM8K 0.603 vs 0.606).",
     ),
 ]
 CacheOption = Annotated[

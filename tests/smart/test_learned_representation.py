@@ -139,3 +139,68 @@ def test_a_file_whose_dimensions_contradict_its_representation_is_refused(tmp_pa
     write_router_file(path, document)
     with pytest.raises(RouterFileError, match="do not match its representation"):
         LearnedRouter.load(path)
+
+
+def test_idf_bag_weights_rare_pieces_over_common_ones(bag: StaticBag) -> None:
+    prompts = [f"the answer to question {i} is the {word}" for i, word in enumerate(["kidney"] + ["x"] * 9)]
+    idf = bag.idf_of(prompts)
+    assert idf.shape == (bag.vocabulary,)
+    the, kidney = (bag._tokenizer.token_to_id(w) for w in ("the", "kidney"))
+    unseen = bag._tokenizer.token_to_id("bladder")
+    assert idf[the] == pytest.approx(1.0) and idf[the] < idf[kidney] < idf[unseen]
+    weighted = bag.with_idf(idf)
+    text = "the the the the kidney"
+    one = weighted.vector(text)
+    assert np.linalg.norm(one) == pytest.approx(1.0, abs=1e-5)
+    assert np.array_equal(weighted.vectors([text, "x"])[0], one)
+    row = np.array(bag._table[kidney], dtype=np.float32)
+    row /= np.linalg.norm(row)
+    assert float(one @ row) > float(bag.vector(text) @ row)  # the rare piece counts for more
+    for broken in (idf[:-1], -idf, np.full_like(idf, np.nan)):
+        with pytest.raises(ValueError, match="IDF vector needs"):
+            bag.with_idf(broken)
+
+
+def test_words_component_reads_the_whole_prompt(tmp_path: Path) -> None:
+    labels, vectors = _labels()
+    padded = ["Say hello." + " x" * 300 + p for p in labels.prompts]  # the same start for all
+    labels = LabelSet(prompts=padded, scores=labels.scores, groups=labels.groups, source="t")
+    config = TrainConfig(clusters=2, linear_c=0.01, words_c=10.0, representation=WINDOWED)
+    document = train_router(labels, vectors, STRONG, WEAK, config)
+    assert document["training"]["blend_weights"]["words"] > 0  # the embeddings are noise
+    path = tmp_path / "router.json"
+    write_router_file(path, document)
+    router = LearnedRouter.load(path)
+    gains = np.array([router.components(p, v)["words"] for p, v in zip(padded, vectors, strict=True)])
+    hard = np.array(["Prove" in p for p in padded])
+    assert gains[hard].mean() > gains[~hard].mean() + 0.2
+
+
+def test_format_2_windowed_files_keep_their_plain_bag(tmp_path: Path) -> None:
+    labels, vectors = _labels(80)
+    plain_rep = Representation(DEFAULT_WINDOW, static=True, idf=False)
+    assert WINDOWED.idf and Representation.from_record(WINDOWED.describe()) == WINDOWED
+    old = train_router(labels, vectors, STRONG, WEAK, TrainConfig(clusters=2, representation=plain_rep))
+    old["format_version"] = 2  # as written before IDF weighting: no static_weighting, no static_idf
+    del old["embedding"]["representation"]["static_weighting"]
+    assert "static_idf" not in old["features"]
+    path = tmp_path / "old.json"
+    write_router_file(path, old)
+    router = LearnedRouter.load(path)
+    assert router.representation == plain_rep
+    new = train_router(labels, vectors, STRONG, WEAK, TrainConfig(clusters=2, representation=WINDOWED))
+    assert new["format_version"] == 3 and "static_idf" in new["features"]
+    write_router_file(path, new)
+    idf_router = LearnedRouter.load(path)
+    prompt = labels.prompts[0]
+    assert idf_router.score(prompt, vectors[0]) != router.score(prompt, vectors[0])
+    assert "words" not in old["components"] and new["blend"]["components"][-1] == "words"
+    assert set(idf_router.components(prompt, vectors[0])) == {"linear", "clusters", "words"}
+    words_only = {**new, "embedding": {**new["embedding"], "representation": plain_rep.describe()}}
+    write_router_file(path, words_only)
+    with pytest.raises(RouterFileError, match="words component needs an IDF-weighted static bag"):
+        LearnedRouter.load(path)
+    del new["features"]["static_idf"]
+    write_router_file(path, new)
+    with pytest.raises(RouterFileError, match=r"no features\.static_idf"):
+        LearnedRouter.load(path)

@@ -8,7 +8,9 @@ sees exactly what training saw:
   one model run, :class:`~modelyard.providers.embeddings.TokenWindow`): the encoder's cost grows
   with the tokens it reads, and a decision has to stay within ~15 ms whatever the prompt's length;
 * optionally a **static bag of word pieces** over the whole prompt (:class:`StaticBag`): the mean of
-  MiniLM's own input embedding rows, no model run, so nothing past the window is lost;
+  MiniLM's own input embedding rows, no model run, so nothing past the window is lost; with
+  ``idf``, each piece weighted by its inverse document frequency in the training prompts (stored
+  in the router file), so rare, topical pieces outweigh "the", "of" and the answer-choice scaffold;
 * length/format features (:func:`length_features`, pure Python).
 
 Embeddings come from the gateway's own encoder (:class:`modelyard.providers.embeddings._Encoder`,
@@ -85,10 +87,12 @@ on two quiet cores (MMLU's answer choices are at the end; benchmarks/RESULTS.md)
 @dataclass(frozen=True, slots=True)
 class Representation:
     """What a router reads of a prompt: MiniLM over ``window`` (None: the first 254 word pieces,
-    as routers of format 1 did) and, with ``static``, a :class:`StaticBag` of the whole prompt."""
+    as routers of format 1 did) and, with ``static``, a :class:`StaticBag` of the whole prompt,
+    its pieces weighted by the training prompts' IDF when ``idf`` (routers of format 3)."""
 
     window: TokenWindow | None = None
     static: bool = False
+    idf: bool = False
 
     @property
     def dimensions(self) -> int:
@@ -100,6 +104,7 @@ class Representation:
         return {
             "window": None if self.window is None else {"head": self.window.head, "tail": self.window.tail},
             "static": STATIC_SOURCE if self.static else None,
+            "static_weighting": "idf" if self.static and self.idf else None,
         }
 
     @classmethod
@@ -108,9 +113,11 @@ class Representation:
         if not record:
             return FULL_PROMPT
         window = record.get("window")
+        static = bool(record.get("static"))
         return cls(
             window=None if window is None else TokenWindow(int(window["head"]), int(window["tail"])),
-            static=bool(record.get("static")),
+            static=static,
+            idf=static and record.get("static_weighting") == "idf",  # format 2 files: a plain mean
         )
 
     def vectors(
@@ -139,16 +146,19 @@ class Representation:
 
 FULL_PROMPT = Representation(window=None, static=False)
 """MiniLM over the first 254 word pieces: the default (the quality targets hold with it)."""
-WINDOWED = Representation(window=DEFAULT_WINDOW, static=True)
+WINDOWED = Representation(window=DEFAULT_WINDOW, static=True, idf=True)
 """Bounded cost (``router train --input window``): one MiniLM run of at most 64 tokens whatever the
-prompt's length, plus the static bag; on MMLU 0.673 APGR against 0.681 (benchmarks/RESULTS.md)."""
+prompt's length, plus the IDF-weighted static bag (benchmarks/RESULTS.md)."""
 DEFAULT_REPRESENTATION = FULL_PROMPT
 
 
 class StaticBag:
     """The mean of all-MiniLM-L6-v2's input embedding rows over a prompt's word pieces (its first
     :data:`STATIC_CHARS` characters), unit length: a whole-prompt vector without a model run
-    (~0.1 ms). The table is memory-mapped from the installed model's ``model.safetensors``."""
+    (~0.1 ms). The table is memory-mapped from the installed model's ``model.safetensors``.
+
+    With ``idf`` (one weight per vocabulary piece, :meth:`idf_of` of the training prompts; see
+    :meth:`with_idf`) the mean weights each piece occurrence by its IDF."""
 
     def __init__(self, tokenizer: Path, weights: Path) -> None:
         from tokenizers import Tokenizer
@@ -158,6 +168,37 @@ class StaticBag:
         self._tokenizer.no_padding()
         self._unknown = self._tokenizer.token_to_id("[UNK]") or 0
         self._table = _safetensors_array(weights, STATIC_TABLE)
+        self._idf: npt.NDArray[np.float32] | None = None
+
+    @property
+    def vocabulary(self) -> int:
+        """Word pieces in MiniLM's vocabulary (rows of the table, entries of an IDF vector)."""
+        return int(self._table.shape[0])
+
+    @property
+    def weighted(self) -> bool:
+        """Whether pieces are weighted by IDF (:meth:`with_idf`)."""
+        return self._idf is not None
+
+    def with_idf(self, idf: npt.ArrayLike) -> StaticBag:
+        """This bag (the same tokenizer and table) weighting pieces by ``idf``."""
+        weights = np.asarray(idf, dtype=np.float32).reshape(-1)
+        if weights.shape != (self.vocabulary,) or not np.all(np.isfinite(weights)) or (weights < 0).any():
+            raise ValueError(
+                f"an IDF vector needs {self.vocabulary} finite non-negative weights, got shape "
+                f"{weights.shape}; retrain the router with this modelyard"
+            )
+        other = object.__new__(StaticBag)
+        other._tokenizer, other._unknown, other._table = self._tokenizer, self._unknown, self._table
+        other._idf = weights
+        return other
+
+    def idf_of(self, prompts: Sequence[str]) -> npt.NDArray[np.float32]:
+        """Smoothed IDF of every vocabulary piece over ``prompts``: ln((1 + n) / (1 + df)) + 1."""
+        frequency = np.zeros(self.vocabulary, dtype=np.float64)
+        for encoding in self._tokenizer.encode_batch([p[:STATIC_CHARS] for p in prompts]):
+            frequency[np.unique(np.asarray(self._ids(encoding.ids), dtype=np.int64))] += 1.0
+        return np.asarray(np.log((1.0 + len(prompts)) / (1.0 + frequency)) + 1.0, dtype=np.float32)
 
     @classmethod
     def installed(cls) -> StaticBag:
@@ -179,17 +220,43 @@ class StaticBag:
     def _ids(self, encoding_ids: list[int]) -> list[int]:
         return encoding_ids[1:-1] or [self._unknown]
 
+    def pieces(self, prompt: str) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+        """The prompt's TF-IDF over word pieces (needs IDF weights): the distinct piece ids and
+        their weights (1 + ln count) * idf, unit length; the ``words`` component's input."""
+        if self._idf is None:
+            raise ValueError("TF-IDF needs a bag with IDF weights (with_idf)")
+        ids, counts = np.unique(
+            np.asarray(self._ids(self._tokenizer.encode(prompt[:STATIC_CHARS]).ids)), return_counts=True
+        )
+        weights = (1.0 + np.log(counts)) * self._idf[ids].astype(np.float64)
+        return ids.astype(np.int64), weights / max(float(np.linalg.norm(weights)), 1e-12)
+
+    def pieces_matrix(self, prompts: Sequence[str]) -> Any:
+        """:meth:`pieces` of each prompt as rows of a SciPy CSR matrix (n, vocabulary)."""
+        from scipy import sparse  # type: ignore[import-untyped]
+
+        rows = [self.pieces(p) for p in prompts]
+        indptr = np.cumsum([0] + [len(ids) for ids, _ in rows])
+        indices = np.concatenate([ids for ids, _ in rows]) if rows else np.zeros(0, np.int64)
+        data = np.concatenate([w for _, w in rows]) if rows else np.zeros(0)
+        return sparse.csr_matrix((data, indices, indptr), shape=(len(prompts), self.vocabulary))
+
+    def _bag(self, ids: list[int]) -> npt.NDArray[np.float32]:
+        rows = np.asarray(self._table[ids], dtype=np.float32)
+        if self._idf is None:
+            return _unit(rows.mean(axis=0))
+        return _unit(self._idf[ids] @ rows)  # the weighted mean, up to a factor the norm removes
+
     def vector(self, prompt: str) -> npt.NDArray[np.float32]:
         """The bag of one prompt (384 floats, unit length)."""
-        ids = self._ids(self._tokenizer.encode(prompt[:STATIC_CHARS]).ids)
-        return _unit(np.asarray(self._table[ids], dtype=np.float32).mean(axis=0))
+        return self._bag(self._ids(self._tokenizer.encode(prompt[:STATIC_CHARS]).ids))
 
     def vectors(self, prompts: Sequence[str]) -> npt.NDArray[np.float32]:
         """One bag per prompt, (n, 384)."""
         encodings = self._tokenizer.encode_batch([p[:STATIC_CHARS] for p in prompts])
         out = np.zeros((len(prompts), self._table.shape[1]), dtype=np.float32)
         for row, encoding in enumerate(encodings):
-            out[row] = _unit(np.asarray(self._table[self._ids(encoding.ids)], dtype=np.float32).mean(axis=0))
+            out[row] = self._bag(self._ids(encoding.ids))
         return out
 
 

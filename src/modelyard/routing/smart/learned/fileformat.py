@@ -1,14 +1,17 @@
 """The router file: one JSON document, versioned, with arrays stored as base64 little-endian bytes.
 
-Layout (``format_version`` 2; version 1, still read, had no ``representation``: its routers
-embed the first 254 word pieces of a prompt and nothing else)::
+Layout (``format_version`` 3; version 1, still read, had no ``representation``: its routers
+embed the first 254 word pieces of a prompt and nothing else; version 2, still read, had no
+``static_weighting``: its static bag is a plain mean)::
 
     {
       "format": "modelyard-learned-router", "format_version": 1,
       "strong": "<model>", "weak": "<model>",
       "embedding": {"model": "...all-MiniLM-L6-v2...", "dimensions": 768,
-                    "representation": {"window": {"head": 48, "tail": 14}, "static": "..."}},
-      "features": {"length": [names], "length_mean": A, "length_scale": A},
+                    "representation": {"window": {"head": 48, "tail": 14}, "static": "...",
+                                       "static_weighting": "idf"}},
+      "features": {"length": [names], "length_mean": A, "length_scale": A,
+                   "static_idf": A},                                  # with "idf" only
       "components": {"linear": {"weights": A, "bias": A},
                      "clusters": {"centroids": A, "gains": A},
                      "knn": {"bank": A, "gains": A, "k": 50}},        # each optional
@@ -34,8 +37,8 @@ import orjson
 __all__ = ["FORMAT", "FORMAT_VERSION", "RouterFileError", "decode_array", "encode_array", "read_router_file"]
 
 FORMAT = "modelyard-learned-router"
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 _DTYPES = {"float16", "float32", "float64", "int32", "int64"}
 
 

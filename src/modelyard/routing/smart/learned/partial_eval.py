@@ -166,6 +166,8 @@ def evaluate_partial(
         lengths = length_matrix(labels.prompts)
         representation = config.representation  # the heads read what the router's heads read
         bag = StaticBag.installed() if representation.static else None
+        if bag is not None and representation.idf:  # diagnostic heads: IDF of all prompts' text, no labels
+            bag = bag.with_idf(bag.idf_of(labels.prompts))
         vectors = representation.vectors(labels.prompts, embeddings, bag)
         learned = np.zeros(len(labels))
         heads = np.zeros((len(labels), 2))

@@ -56,6 +56,16 @@ class _Linear:
 
 
 @dataclass(frozen=True, slots=True)
+class _Words:
+    weights: npt.NDArray[np.float64]  # (2, vocabulary): the linear heads over word-piece TF-IDF
+    bias: npt.NDArray[np.float64]
+
+    def gain(self, ids: npt.NDArray[np.int64], values: npt.NDArray[np.float64]) -> float:
+        p = _sigmoid(self.weights[:, ids] @ values + self.bias)
+        return float(p[0] - p[1])
+
+
+@dataclass(frozen=True, slots=True)
 class _Clusters:
     centroids: FloatArray  # (K, 384), unit rows
     gains: npt.NDArray[np.float64]  # (K,)
@@ -75,6 +85,39 @@ class _Neighbours:
         k = min(self.k, len(similarity))
         nearest = np.argpartition(-similarity, k - 1)[:k]
         return float(self.gains[nearest].mean())
+
+
+def _static_bag(representation: Representation, features: dict[str, Any], path: Path) -> StaticBag | None:
+    """The router's static bag, IDF-weighted as trained (``features.static_idf``) when it says so."""
+    if not representation.static:
+        return None
+    bag = StaticBag.installed()
+    if not representation.idf:
+        return bag
+    if "static_idf" not in features:
+        raise RouterFileError(
+            f"router file {path}: its representation weights the static bag by IDF but the file has "
+            "no features.static_idf; retrain it"
+        )
+    try:
+        return bag.with_idf(features["static_idf"])
+    except ValueError as exc:
+        raise RouterFileError(f"router file {path}: {exc}") from None
+
+
+def _words(record: dict[str, Any] | None, bag: StaticBag | None, path: Path) -> _Words | None:
+    """The ``words`` component (word-piece TF-IDF heads); it reads pieces through the IDF bag."""
+    if record is None:
+        return None
+    if bag is None or not bag.weighted:
+        raise RouterFileError(
+            f"router file {path}: its words component needs an IDF-weighted static bag "
+            "(representation static_weighting 'idf'); retrain it"
+        )
+    weights = np.asarray(record["weights"], dtype=np.float64)
+    if weights.shape != (2, bag.vocabulary):
+        raise RouterFileError(f"router file {path}: words weights of shape {weights.shape}; retrain it")
+    return _Words(weights, np.asarray(record["bias"], dtype=np.float64))
 
 
 class LearnedRouter:
@@ -102,7 +145,7 @@ class LearnedRouter:
         self.weak = document["weak"]
         self.embedding_model = document["embedding"]["model"]
         self.representation = Representation.from_record(document["embedding"].get("representation"))
-        self._bag = StaticBag.installed() if self.representation.static else None
+        self._bag = _static_bag(self.representation, document["features"], path)
         self._dimensions = int(document["embedding"]["dimensions"])
         if self._dimensions != self.representation.dimensions:
             raise RouterFileError(
@@ -122,6 +165,7 @@ class LearnedRouter:
             if "clusters" in parts
             else None
         )
+        self._words = _words(parts.get("words"), self._bag, path)
         self._knn = (
             _Neighbours(parts["knn"]["bank"], parts["knn"]["gains"], int(parts["knn"]["k"]))
             if "knn" in parts
@@ -171,6 +215,8 @@ class LearnedRouter:
             out["clusters"] = self._clusters.gain(vector)
         if self._knn is not None:
             out["knn"] = self._knn.gain(vector)
+        if self._words is not None and self._bag is not None:
+            out["words"] = self._words.gain(*self._bag.pieces(prompt))
         return out
 
     def gain(self, prompt: str, embedding: npt.ArrayLike | None) -> float:

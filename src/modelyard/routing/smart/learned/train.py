@@ -10,7 +10,10 @@ components each estimate g, and a blend learnt by *inner cross-fitting* combines
 2. ``clusters``: k-means (``clusters`` centroids) over the embeddings; each cluster's g is its
    training prompts' mean gain shrunk towards the overall mean by ``shrinkage`` pseudo-prompts.
    This recovers most of MMLU's per-subject prior without subject labels.
-3. ``knn`` (off unless ``knn_k`` > 0): the mean gain of the ``knn_k`` most similar training
+3. ``words`` (with an IDF-weighted static bag, :data:`~.features.WINDOWED`): the same two logistic
+   heads over the prompt's TF-IDF of MiniLM word pieces (the bag's IDF, ``words_c``), read over
+   the whole prompt (first 8,192 characters) at the cost of a sparse dot product.
+4. ``knn`` (off unless ``knn_k`` > 0): the mean gain of the ``knn_k`` most similar training
    prompts. It stores every training embedding in the router file (≈1.5 kB a prompt).
 
 The blend is a least-squares fit of the observed gain on the components' out-of-fold estimates
@@ -61,6 +64,9 @@ class TrainConfig:
     """Pseudo-prompts pulling each cluster's gain towards the overall mean."""
     knn_k: int = 0
     """Neighbours of the kNN component; 0 (default) leaves it out of the file."""
+    words_c: float = 1.0
+    """Inverse L2 strength of the ``words`` heads (word-piece TF-IDF), trained only when the
+    representation weights its static bag by IDF and every prompt scores both models; 0 disables."""
     inner_folds: int = 3
     """Folds of the inner cross-fit that learns the blend and the calibration."""
     length_prior: float = 0.5
@@ -111,13 +117,15 @@ class _Fitted:
 
 def _soft_logistic(x: FloatArray, y: FloatArray, c: float) -> tuple[FloatArray, float]:
     """Logistic regression on soft labels y in [0, 1]: each row once as 1 (weight y), once as 0."""
+    from scipy import sparse  # type: ignore[import-untyped]
     from sklearn.linear_model import LogisticRegression  # type: ignore[import-untyped]
 
     if np.all(y == y[0]):  # one class only: a constant model
         p = float(np.clip(y[0], 1e-4, 1 - 1e-4))
         return np.zeros(x.shape[1]), float(np.log(p / (1 - p)))
     model = LogisticRegression(C=c, max_iter=3000, tol=1e-5)
-    model.fit(np.vstack([x, x]), np.r_[np.ones(len(y)), np.zeros(len(y))], sample_weight=np.r_[y, 1.0 - y])
+    doubled = sparse.vstack([x, x]).tocsr() if sparse.issparse(x) else np.vstack([x, x])
+    model.fit(doubled, np.r_[np.ones(len(y)), np.zeros(len(y))], sample_weight=np.r_[y, 1.0 - y])
     return np.asarray(model.coef_[0], dtype=np.float64), float(model.intercept_[0])
 
 
@@ -156,6 +164,19 @@ def _fit(
         fitted.bank = embeddings.astype(np.float32)
         fitted.bank_gain = gain.astype(np.float64)
     return fitted
+
+
+def _fit_words(pieces: Any, strong: FloatArray, weak: FloatArray, c: float) -> tuple[FloatArray, FloatArray]:
+    """The ``words`` heads: P(strong right), P(weak right) over word-piece TF-IDF rows (sparse)."""
+    ws, bs = _soft_logistic(pieces, strong, c)
+    ww, bw = _soft_logistic(pieces, weak, c)
+    return np.vstack([ws, ww]), np.asarray([bs, bw])
+
+
+def _words_gain(heads: tuple[FloatArray, FloatArray], pieces: Any) -> FloatArray:
+    weights, bias = heads
+    p = 0.5 * (1.0 + np.tanh(0.5 * (np.asarray(pieces @ weights.T) + bias)))
+    return np.asarray(p[:, 0] - p[:, 1], dtype=np.float64)
 
 
 def component_gains(
@@ -223,6 +244,9 @@ def train_router(
         )
     representation = config.representation
     bag = StaticBag.installed() if representation.static else None
+    idf = bag.idf_of(labels.prompts) if bag is not None and representation.idf else None
+    if bag is not None and idf is not None:
+        bag = bag.with_idf(idf)
     embeddings = representation.vectors(labels.prompts, embeddings, bag)  # what the runtime sees
     note = step or (lambda _message: None)
     s, w = labels.scores[strong], labels.scores[weak]
@@ -235,6 +259,9 @@ def train_router(
             "these labels score one model on some prompts (feedback): train without --knn"
         )
     folds = fold_ids(labels.prompts, max(2, min(config.inner_folds, len(labels))), config.seed)
+    use_words = bag is not None and idf is not None and config.words_c > 0 and not partial
+    pieces = bag.pieces_matrix(labels.prompts) if bag is not None and use_words else None
+    words_out_of_fold = np.zeros(len(labels))
     out_of_fold: FloatArray | None = None
     heads_out_of_fold = np.full((len(labels), 2), np.nan)
     for fold in range(int(folds.max()) + 1):
@@ -247,16 +274,24 @@ def train_router(
         if out_of_fold is None:
             out_of_fold = np.zeros((len(labels), part.shape[1]))
         out_of_fold[test] = part
+        if pieces is not None:
+            heads = _fit_words(pieces[train], s[train], w[train], config.words_c)
+            words_out_of_fold[test] = _words_gain(heads, pieces[test])
         if partial:
             heads_out_of_fold[test] = head_probabilities(fitted, embeddings[test], lengths[test])
     assert out_of_fold is not None
     note("final fit on all prompts")
     fitted = _fit(embeddings, lengths, s, w, config)
     names = fitted.names()
+    columns = out_of_fold[:, : len(names)]
+    words = _fit_words(pieces, s, w, config.words_c) if pieces is not None else None
+    if words is not None:
+        names.append("words")
+        columns = np.column_stack([columns, words_out_of_fold])
     if partial:
         gain = pseudo_gain(s, w, heads_out_of_fold)
-    weights, bias = _blend(out_of_fold[:, : len(names)], gain)
-    oof_blend = out_of_fold[:, : len(names)] @ weights + bias
+    weights, bias = _blend(columns, gain)
+    oof_blend = columns @ weights + bias
     length_z = (lengths[:, 0] - fitted.length_mean[0]) / fitted.length_scale[0]
     length_prior = float(config.length_prior * oof_blend.std())
     oof_gain = np.clip(oof_blend + length_prior * length_z, -1.0, 1.0)
@@ -272,6 +307,8 @@ def train_router(
             "centroids": encode_array(fitted.centroids),
             "gains": encode_array(fitted.cluster_gain),
         }
+    if words is not None:
+        components["words"] = {"weights": encode_array(words[0]), "bias": encode_array(words[1], "float64")}
     if fitted.bank is not None and fitted.bank_gain is not None:
         components["knn"] = {
             "bank": encode_array(fitted.bank, "float16"),
@@ -294,6 +331,7 @@ def train_router(
             "length": list(LENGTH_FEATURES),
             "length_mean": encode_array(fitted.length_mean, "float64"),
             "length_scale": encode_array(fitted.length_scale, "float64"),
+            **({"static_idf": encode_array(idf, "float32")} if idf is not None else {}),
         },
         "components": components,
         "blend": {

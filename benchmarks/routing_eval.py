@@ -17,7 +17,8 @@ into the repo) and measures:
 
 Every part uses the router's default representation (MiniLM over the first 254 word pieces), the
 task classifier included; ``--window``: the bounded one (MiniLM over the first 48 and last 14 word
-pieces, plus a static bag of all of them; ``router train --input window``).
+pieces, plus an IDF-weighted static bag and word-piece TF-IDF heads over all of them; ``router
+train --input window``).
 
 Usage (embeddings are cached in benchmarks/out/cache; the first run embeds ~15k prompts, which
 takes 10-30 minutes on a shared 2-core machine, later runs take a few minutes)::

@@ -186,8 +186,11 @@ def _training_labels(
     return _read_feedback(console, *feedback).label_set()
 
 
-DEFAULT_INPUT = PromptInput.full
-"""The default of ``--input``: names :data:`.learned.features.DEFAULT_REPRESENTATION`."""
+DEFAULT_INPUT = PromptInput.window
+"""The default of ``--input``: the bounded window, the one reading that meets both the quality targets
+and the 15 ms p99 decision budget (benchmarks/RESULTS.md, "Bounded routing input"). The library's
+own default (:data:`.learned.features.DEFAULT_REPRESENTATION`) stays the full prompt, which older
+callers and router files assume."""
 
 
 def _representation(prompt_input: PromptInput) -> Representation:

@@ -163,6 +163,12 @@ class RouteConfig(_Strict):
     embedded all-MiniLM-L6-v2 when served)."""
     cache_size: int = Field(4096, ge=0)
     """Decisions kept per identical prompt (LRU; default 4,096; 0 disables the cache)."""
+    prompt_input: Literal["window", "full"] = "window"
+    """What the task classifier reads of a prompt when the route has no learned router (a router
+    file records its own): ``window`` (default) = MiniLM over the first 48 and last 14 word pieces,
+    a bounded cost (~12 ms p99 on two cores, whatever the prompt's length); ``full`` = the first 254
+    word pieces, a little more accurate on fuzzy tasks (MMLU subject groups with 10 examples each:
+    0.626 vs 0.585) but up to ~28 ms p99 on long prompts (benchmarks/RESULTS.md)."""
 
     @field_validator("tasks")
     @classmethod

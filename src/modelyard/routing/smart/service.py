@@ -40,6 +40,7 @@ from modelyard.routing.smart.decide import (
     refuse,
     scan,
 )
+from modelyard.routing.smart.learned.features import DEFAULT_WINDOW
 from modelyard.routing.smart.routes import Route, build_route, router_path
 from modelyard.routing.smart.rules import Restriction, request_facts
 from modelyard.routing.smart.tasks import TaskClassifier
@@ -464,10 +465,12 @@ class SmartRouting:
 
 def _window(route: Route) -> TokenWindow | None:
     """The token window a route embeds prompts with: its router file's (the one it was trained
-    on; None = the first 254 word pieces), else None. The task classifier's examples and the
-    requests are embedded alike."""
+    on; None = the first 254 word pieces), else the route's ``prompt_input`` (default: the bounded
+    window). The task classifier's examples and the requests are embedded alike."""
     learned = route.learned
-    return learned.window if learned is not None else None
+    if learned is not None:
+        return learned.window  # type: ignore[no-any-return]
+    return DEFAULT_WINDOW if route.config.prompt_input == "window" else None
 
 
 def _load_learned(route: Route, base_dir: Path) -> tuple[Any, float]:

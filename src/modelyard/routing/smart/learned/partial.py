@@ -57,26 +57,10 @@ def fit_partial(
     cfg: TrainConfig,
 ) -> _Fitted:
     """The components of :func:`.train._fit` from partial labels (NaN = not scored)."""
-    from modelyard.routing.smart.learned.train import _Fitted
+    from modelyard.routing.smart.learned.train import fit_heads_and_clusters
 
-    mean = lengths.mean(axis=0)
-    scale = lengths.std(axis=0)
-    scale[scale < 1e-9] = 1.0
-    fitted = _Fitted(length_mean=mean, length_scale=scale)
-    x = np.hstack([embeddings.astype(np.float64), (lengths - mean) / scale])
-    ws, bs = _head(x, strong, cfg.linear_c)
-    ww, bw = _head(x, weak, cfg.linear_c)
-    fitted.linear_w = np.vstack([ws, ww])
-    fitted.linear_b = np.asarray([bs, bw])
-    k = min(cfg.clusters, len(embeddings) // 5)
-    if k >= 2:
-        from sklearn.cluster import KMeans  # type: ignore[import-untyped]
-
-        km = KMeans(n_clusters=k, n_init=1, random_state=cfg.seed).fit(embeddings)
-        centroids = km.cluster_centers_.astype(np.float32)
-        centroids /= np.clip(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12, None)
-        fitted.centroids = centroids
-        label = np.argmax(embeddings @ centroids.T, axis=1)  # the runtime's own assignment rule
+    fitted, label, k = fit_heads_and_clusters(embeddings, lengths, strong, weak, cfg, _head)
+    if label is not None:
         fitted.cluster_gain = _cluster_means(label, strong, k, cfg.shrinkage) - _cluster_means(
             label, weak, k, cfg.shrinkage
         )

@@ -129,6 +129,44 @@ def _soft_logistic(x: FloatArray, y: FloatArray, c: float) -> tuple[FloatArray, 
     return np.asarray(model.coef_[0], dtype=np.float64), float(model.intercept_[0])
 
 
+HeadFit = Callable[[FloatArray, FloatArray, float], tuple[FloatArray, float]]
+"""Fits one linear head (weights, bias) to per-prompt scores (NaN = not scored, where supported)."""
+
+
+def fit_heads_and_clusters(
+    embeddings: npt.NDArray[np.float32],
+    lengths: FloatArray,
+    strong: FloatArray,
+    weak: FloatArray,
+    cfg: TrainConfig,
+    head: HeadFit,
+) -> tuple[_Fitted, npt.NDArray[np.intp] | None, int]:
+    """What complete and partial labels fit alike: the length scaling, the two linear heads
+    (P(strong right), P(weak right)) and the k-means centroids; with each prompt's cluster (None
+    when there are too few prompts for clusters) and the number of clusters. The cluster gains are
+    the caller's."""
+    mean = lengths.mean(axis=0)
+    scale = lengths.std(axis=0)
+    scale[scale < 1e-9] = 1.0
+    fitted = _Fitted(length_mean=mean, length_scale=scale)
+    x = np.hstack([embeddings.astype(np.float64), (lengths - mean) / scale])
+    ws, bs = head(x, strong, cfg.linear_c)
+    ww, bw = head(x, weak, cfg.linear_c)
+    fitted.linear_w = np.vstack([ws, ww])
+    fitted.linear_b = np.asarray([bs, bw])
+    k = min(cfg.clusters, len(embeddings) // 5)
+    if k < 2:
+        return fitted, None, k
+    from sklearn.cluster import KMeans  # type: ignore[import-untyped]
+
+    km = KMeans(n_clusters=k, n_init=1, random_state=cfg.seed).fit(embeddings)
+    centroids = km.cluster_centers_.astype(np.float32)
+    centroids /= np.clip(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12, None)
+    fitted.centroids = centroids
+    label = np.argmax(embeddings @ centroids.T, axis=1)  # the runtime's own assignment rule
+    return fitted, label, k
+
+
 def _fit(
     embeddings: npt.NDArray[np.float32],
     lengths: FloatArray,
@@ -138,25 +176,9 @@ def _fit(
 ) -> _Fitted:
     if np.isnan(strong).any() or np.isnan(weak).any():
         return fit_partial(embeddings, lengths, strong, weak, cfg)
-    mean = lengths.mean(axis=0)
-    scale = lengths.std(axis=0)
-    scale[scale < 1e-9] = 1.0
-    fitted = _Fitted(length_mean=mean, length_scale=scale)
     gain = strong - weak
-    x = np.hstack([embeddings.astype(np.float64), (lengths - mean) / scale])
-    ws, bs = _soft_logistic(x, strong, cfg.linear_c)
-    ww, bw = _soft_logistic(x, weak, cfg.linear_c)
-    fitted.linear_w = np.vstack([ws, ww])
-    fitted.linear_b = np.asarray([bs, bw])
-    k = min(cfg.clusters, len(embeddings) // 5)
-    if k >= 2:
-        from sklearn.cluster import KMeans  # type: ignore[import-untyped]
-
-        km = KMeans(n_clusters=k, n_init=1, random_state=cfg.seed).fit(embeddings)
-        centroids = km.cluster_centers_.astype(np.float32)
-        centroids /= np.clip(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12, None)
-        fitted.centroids = centroids
-        label = np.argmax(embeddings @ centroids.T, axis=1)  # the runtime's own assignment rule
+    fitted, label, k = fit_heads_and_clusters(embeddings, lengths, strong, weak, cfg, _soft_logistic)
+    if label is not None:
         sums = np.bincount(label, gain, minlength=k)
         counts = np.bincount(label, minlength=k)
         fitted.cluster_gain = (sums + cfg.shrinkage * gain.mean()) / (counts + cfg.shrinkage)

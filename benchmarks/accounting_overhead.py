@@ -238,7 +238,7 @@ class Gateway:
         env = dict(
             os.environ,
             MODELYARD_BENCH_UPSTREAM_KEY="dummy",
-            PYTHONPATH=args.old_src if old else args.keyed_src if variant.startswith("y") else args.src,
+            PYTHONPATH=args.old_src if old else args.keyed_src if "@" in variant else args.src,
             MODELYARD_HOME=self.dir,
         )
         env.pop("MODELYARD_MASTER_KEY", None)
@@ -512,12 +512,20 @@ def main() -> None:
         "variant y:key-pg@<--keyed-baseline-label>",
     )
     ap.add_argument("--keyed-baseline-label", default="baseline")
+    ap.add_argument(
+        "--baseline-variants",
+        default="",
+        help="with --keyed-baseline-src: also measure these variant letters (e.g. a,b) on that tree, "
+        "as <variant>@<label>, alternated with the others: a same-run A/B of any variant",
+    )
     args = ap.parse_args()
     concs = [int(x) for x in args.concurrency.split(",")]
     variants = [v for v in args.variants.split(",") if v]
     args.keyed_src = args.keyed_baseline_src and os.path.abspath(args.keyed_baseline_src)
     if args.keyed_src:
         variants.append(f"y:key-pg@{args.keyed_baseline_label}")
+        for letter in filter(None, args.baseline_variants.split(",")):
+            variants += [f"{v}@{args.keyed_baseline_label}" for v in VARIANTS if v[0] == letter]
     args.old_src = None
     old_snap = None
     if args.baseline_commit:

@@ -3,7 +3,9 @@ skips non-inference requests, and purges by retention."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -89,3 +91,65 @@ def test_answer_text_of_each_protocol() -> None:
     anthropic = b'{"content":[{"type":"text","text":"hello"}]}'
     assert response_text(openai) == "hi" and response_text(anthropic) == "hello"
     assert response_text(b"not json") == "not json" and response_text(None) is None
+
+
+class CountingStore(SqliteStore):
+    """Counts the request-log transactions and the rows each carried."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        self.batches: list[int] = []
+
+    async def write_requests(self, rows: Sequence[RequestRow]) -> int:
+        self.batches.append(len(rows))
+        return await super().write_requests(rows)
+
+
+async def test_rows_of_requests_a_few_ms_apart_share_one_transaction(tmp_path: Path) -> None:
+    """One request at a time (rows 2 ms apart) still commits in batches: the linger gathers them."""
+    store = CountingStore(str(tmp_path / "db.sqlite"))
+    await store.open()
+    sink = RequestLogSink(store, RequestLogConfig(batch_linger_ms=200))
+    sink.start()
+    try:
+        for i in range(10):
+            sink.emit(record(f"r{i}"))
+            await asyncio.sleep(0.002)
+        assert await sink.flush(timeout_s=5)
+        assert sum(store.batches) == 10 and len(store.batches) <= 2, store.batches
+    finally:
+        await sink.aclose()
+        await store.aclose()
+
+
+async def test_flush_does_not_wait_out_the_linger(tmp_path: Path) -> None:
+    store = CountingStore(str(tmp_path / "db.sqlite"))
+    await store.open()
+    sink = RequestLogSink(store, RequestLogConfig(batch_linger_ms=1000))
+    sink.start()
+    try:
+        sink.emit(record("r1"))
+        started = time.monotonic()
+        assert await sink.flush(timeout_s=5)
+        assert time.monotonic() - started < 0.5
+        assert store.batches == [1]
+    finally:
+        await sink.aclose()
+        await store.aclose()
+
+
+async def test_without_a_linger_each_row_is_written_at_once(tmp_path: Path) -> None:
+    store = CountingStore(str(tmp_path / "db.sqlite"))
+    await store.open()
+    sink = RequestLogSink(store, RequestLogConfig(batch_linger_ms=0))
+    sink.start()
+    try:
+        sink.emit(record("r1"))
+        for _ in range(200):
+            if store.batches:
+                break
+            await asyncio.sleep(0.005)
+        assert store.batches == [1]
+    finally:
+        await sink.aclose()
+        await store.aclose()

@@ -419,6 +419,10 @@ class RequestLogConfig(_Strict):
     max_queue: int = Field(100_000, ge=1)
     """Records waiting to be written before new ones are dropped and counted (default 100,000);
     only reached when the database stays unavailable."""
+    batch_linger_ms: float = Field(20.0, ge=0, le=1000)
+    """How long a finished request's row may wait for others before it is written, ms (default
+    20): rows are written in batches even at low traffic, one transaction for many requests
+    instead of one each. 0 writes each row as soon as the writer is free."""
 
 
 class GatewayConfig(_Strict):

@@ -1,7 +1,9 @@
 """The request-log sink: every finished inference request becomes one stored row, off the hot path.
 
 ``emit`` only appends the record to an in-memory queue (constant time, never raises, never
-waits). One writer task turns queued records into rows and writes them in batches; a batch whose
+waits). One writer task turns queued records into rows and writes them in batches — the first row
+of a batch waits up to ``request_log.batch_linger_ms`` for company, so that at low traffic too one
+transaction carries many rows (``flush`` and closing cut the wait short); a batch whose
 commit fails stays at the head of the queue and is retried with backoff until it commits (rows are
 not lost to a database hiccup). Only when the queue is full — the database has been unavailable for
 a long time — are new records dropped, and counted in :attr:`RequestLogSink.dropped`.
@@ -258,6 +260,10 @@ class RequestLogSink:
         self._queue: deque[RequestRecord] = deque()
         self._in_flight: list[RequestRow] = []
         self._wake: asyncio.Event | None = None
+        self._now: asyncio.Event | None = None
+        """Set to end the linger at once (flush, closing, a full batch)."""
+        self._oldest_at = 0.0
+        """When the oldest queued record was queued (monotonic), to bound its linger."""
         self._writer: asyncio.Task[None] | None = None
         self._purger: asyncio.Task[None] | None = None
         self.written = 0
@@ -286,14 +292,19 @@ class RequestLogSink:
                     self.dropped,
                 )
             return
+        if not self._queue:
+            self._oldest_at = time.monotonic()
         self._queue.append(record)
         if self._wake is not None:
             self._wake.set()
+            if len(self._queue) >= MAX_BATCH and self._now is not None:
+                self._now.set()
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
+        self._now = asyncio.Event()
         if self._queue:
             self._wake.set()
         self._writer = loop.create_task(self._write_loop(), name="request-log-writer")
@@ -302,11 +313,15 @@ class RequestLogSink:
     async def flush(self, timeout_s: float | None = None) -> bool:
         """Wait until everything queued so far is written; False if ``timeout_s`` passed first."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        if self._now is not None and self.queued:
+            self._now.set()  # no lingering: someone waits for these rows
         while self.queued:
             if self._writer is None or self._writer.done():
                 return False
             if deadline is not None and time.monotonic() > deadline:
                 return False
+            if self._now is not None:
+                self._now.set()
             await asyncio.sleep(0.005)
         return True
 
@@ -338,6 +353,17 @@ class RequestLogSink:
                 log.exception("request log: cannot store request %s", record.request_id)
         return rows
 
+    async def _linger(self) -> None:
+        """Wait until the oldest queued record has waited ``batch_linger_ms``, a batch is full,
+        or someone flushes: rows written together cost one transaction, not one each."""
+        assert self._now is not None
+        wait = self._oldest_at + self._config.batch_linger_ms / 1000 - time.monotonic()
+        if wait <= 0 or len(self._queue) >= MAX_BATCH:
+            return
+        self._now.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._now.wait(), timeout=wait)
+
     async def _write_loop(self) -> None:
         assert self._wake is not None
         backoff = BACKOFF_FIRST_S
@@ -347,6 +373,7 @@ class RequestLogSink:
                     self._wake.clear()
                     await self._wake.wait()
                     continue
+                await self._linger()
                 self._in_flight = self._next_batch()
                 if not self._in_flight:
                     continue

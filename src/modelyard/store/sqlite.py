@@ -14,11 +14,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any, TypeVar
 
@@ -42,6 +40,7 @@ from modelyard.store._ledger import (
     plan_batch,
     recovery_settlement,
 )
+from modelyard.store._thread import StoreThread
 from modelyard.store.base import (
     AttemptRow,
     BudgetSpec,
@@ -150,29 +149,29 @@ class SqliteStore(BatchingStore):
         super().__init__(max_queued_settlements=max_queued_settlements, max_batch=max_batch, clock=clock)
         self.path = path
         self.busy_timeout_ms = busy_timeout_ms
-        self._writer_pool: ThreadPoolExecutor | None = None
-        self._reader_pool: ThreadPoolExecutor | None = None
+        self._writer_thread: StoreThread | None = None
+        self._reader_thread: StoreThread | None = None
         self._wconn: sqlite3.Connection | None = None
         self._rconn: sqlite3.Connection | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def open(self) -> None:
-        self._writer_pool = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
-        self._reader_pool = ThreadPoolExecutor(1, thread_name_prefix="sqlite-reader")
+        self._writer_thread = StoreThread("sqlite-writer")
+        self._reader_thread = StoreThread("sqlite-reader")
         self._wconn = await self._in_writer(self._connect, True)
         self._rconn = await self._in_reader(self._connect, False)
         self._start_writer()
 
     async def aclose(self) -> None:
-        if self._writer_pool is None or self._reader_pool is None:
+        if self._writer_thread is None or self._reader_thread is None:
             return
         if self._writing:
             await self._stop_writer()
-        for pool, conn in ((self._writer_pool, self._wconn), (self._reader_pool, self._rconn)):
+        for thread, conn in ((self._writer_thread, self._wconn), (self._reader_thread, self._rconn)):
             if conn is not None:
-                await asyncio.get_running_loop().run_in_executor(pool, conn.close)
-            pool.shutdown(wait=True)
-        self._writer_pool = self._reader_pool = None
+                await thread.run(conn.close)
+            await thread.stop()
+        self._writer_thread = self._reader_thread = None
         self._wconn = self._rconn = None
 
     def _connect(self, migrate: bool) -> sqlite3.Connection:
@@ -204,14 +203,14 @@ class SqliteStore(BatchingStore):
 
     # -- threads and transactions ------------------------------------------------------------
     async def _in_writer(self, fn: Callable[..., T], *args: Any) -> T:
-        if self._writer_pool is None:
+        if self._writer_thread is None:
             raise RuntimeError("the store is not open: call `await store.open()` first")
-        return await asyncio.get_running_loop().run_in_executor(self._writer_pool, partial(fn, *args))
+        return await self._writer_thread.run(partial(fn, *args))
 
     async def _in_reader(self, fn: Callable[..., T], *args: Any) -> T:
-        if self._reader_pool is None:
+        if self._reader_thread is None:
             raise RuntimeError("the store is not open: call `await store.open()` first")
-        return await asyncio.get_running_loop().run_in_executor(self._reader_pool, partial(fn, *args))
+        return await self._reader_thread.run(partial(fn, *args))
 
     def _retry_busy(self, fn: Callable[[], T]) -> T:
         """Run ``fn`` (in a store thread), retrying while the database stays busy: the busy_timeout

@@ -4,6 +4,7 @@ caller, a cancelled caller does not stop the thread, and a stopped thread refuse
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 import time
 
@@ -21,7 +22,7 @@ async def test_calls_run_in_order_on_one_thread_and_return_their_results() -> No
         return i * 2
 
     try:
-        results = await asyncio.gather(*(thread.run(lambda i=i: job(i)) for i in range(50)))
+        results = await asyncio.gather(*(thread.run(functools.partial(job, i)) for i in range(50)))
         assert results == [i * 2 for i in range(50)]
         assert [i for i, _ in seen] == list(range(50))
         assert len({ident for _, ident in seen}) == 1 and seen[0][1] != threading.get_ident()

@@ -9,6 +9,7 @@ from typing import Any
 
 from modelyard.store import _requestlog_sql as rl
 from modelyard.store._sql import dumps
+from modelyard.store._sqlite_bulk import bulk_sql, run_bulk
 from modelyard.store.requestlog import (
     LATENCY_COLUMNS,
     REQUEST_COLUMNS,
@@ -29,6 +30,9 @@ _ROLLUP_SQL = rl.upsert_rollup_sql("request_rollup", "request_rollup", ", ".join
 _LATENCY_SQL = rl.upsert_latency_sql(
     "request_latency", "request_latency", ", ".join("?" * len(LATENCY_COLUMNS))
 )
+_INSERT_BULK = bulk_sql(_INSERT_SQL, len(REQUEST_COLUMNS))
+_ROLLUP_BULK = bulk_sql(_ROLLUP_SQL, len(ROLLUP_COLUMNS))
+_LATENCY_BULK = bulk_sql(_LATENCY_SQL, len(LATENCY_COLUMNS))
 _EXISTING_SQL = "SELECT request_id FROM requests WHERE request_id IN (SELECT value FROM json_each(?))"
 
 
@@ -46,10 +50,11 @@ def write(rows: Sequence[RequestRow], conn: sqlite3.Connection) -> int:
             new.append(row)
     if not new:
         return 0
-    conn.executemany(_INSERT_SQL, [request_to_row(r) for r in new])
+    # One statement each however many rows (see _sqlite_bulk: executemany waits for the GIL per row).
+    run_bulk(conn, _INSERT_BULK, [request_to_row(r) for r in new])
     rollups, latencies = rollup_deltas(new)
-    conn.executemany(_ROLLUP_SQL, [d.values() for d in rollups])
-    conn.executemany(_LATENCY_SQL, [d.values() for d in latencies])
+    run_bulk(conn, _ROLLUP_BULK, [d.values() for d in rollups])
+    run_bulk(conn, _LATENCY_BULK, [d.values() for d in latencies])
     return len(new)
 
 

@@ -40,6 +40,7 @@ from modelyard.store._ledger import (
     plan_batch,
     recovery_settlement,
 )
+from modelyard.store._sqlite_bulk import bulk_sql, run_bulk
 from modelyard.store._thread import StoreThread
 from modelyard.store.base import (
     AttemptRow,
@@ -110,6 +111,18 @@ _LEDGER_INSERT = (
 _RESERVATION_INSERT = (
     f"INSERT INTO reservations ({', '.join(_sql.RESERVATION_COLUMNS)}) "
     f"VALUES ({', '.join('?' * len(_sql.RESERVATION_COLUMNS))}) ON CONFLICT DO NOTHING"
+)
+_LEDGER_BULK = bulk_sql(_LEDGER_INSERT, len(_sql.LEDGER_COLUMNS))
+_RESERVATION_BULK = bulk_sql(_RESERVATION_INSERT, len(_sql.RESERVATION_COLUMNS))
+_SETTLED_BULK = (
+    "UPDATE reservations SET status = 'settled', settled_at = ? "
+    "WHERE request_id IN (SELECT value FROM json_each(?))"
+)
+_BUDGETS_BULK = (
+    "UPDATE budgets SET spend_nano = u.value ->> 0, reserved_nano = u.value ->> 1, "
+    "period_start = u.value ->> 2 FROM json_each(?) AS u "
+    "WHERE budgets.scope = u.value ->> 3 AND budgets.scope_id = u.value ->> 4 "
+    "AND budgets.period = u.value ->> 5"
 )
 _RESERVATION_SELECT = f"SELECT {', '.join(_sql.RESERVATION_COLUMNS)} FROM reservations"
 _BUDGET_SELECT = (
@@ -324,21 +337,21 @@ class SqliteStore(BatchingStore):
             reserves=reserves,
             now=now,
         )
-        conn.executemany(
-            "UPDATE budgets SET spend_nano = ?, reserved_nano = ?, period_start = ? "
-            "WHERE scope = ? AND scope_id = ? AND period = ?",
+        # One statement each, whatever the batch size (see _sqlite_bulk: a row each would wait for
+        # the GIL a row each while the event loop is busy).
+        run_bulk(
+            conn,
+            _BUDGETS_BULK,
             [
                 (b.spend_nano, b.reserved_nano, b.period_start, b.scope, b.scope_id, b.period)
                 for b in plan.dirty_budgets
             ],
         )
-        conn.executemany(_RESERVATION_INSERT, [_sql.reservation_to_row(r) for r in plan.new_reservations])
-        conn.executemany(
-            "UPDATE reservations SET status = 'settled', settled_at = ? WHERE request_id = ?",
-            [(now, request_id) for request_id in plan.settled_ids],
-        )
-        conn.executemany(
-            _LEDGER_INSERT, [_sql.attempt_to_row(row, _sql.tags_to_json) for row in plan.ledger_rows]
+        run_bulk(conn, _RESERVATION_BULK, [_sql.reservation_to_row(r) for r in plan.new_reservations])
+        if plan.settled_ids:
+            conn.execute(_SETTLED_BULK, (now, _sql.dumps(list(plan.settled_ids))))
+        run_bulk(
+            conn, _LEDGER_BULK, [_sql.attempt_to_row(row, _sql.tags_to_json) for row in plan.ledger_rows]
         )
         return CommitResult(plan.decisions, len(plan.settled_ids))
 

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 
 from modelyard.errors import AuthenticationError
-from modelyard.policy.keys import hash_key, key_hint, well_formed
+from modelyard.policy.keys import key_hint, well_formed
 from modelyard.store.base import KeyRecord, Role, Store
 
 UNIFORM_REJECTION = (
@@ -74,16 +74,21 @@ class Authenticator:
             if self.open:
                 return ANONYMOUS
             raise AuthenticationError(UNIFORM_REJECTION)
-        if self._master_digest is not None and hmac.compare_digest(
-            hashlib.sha256(key.encode()).digest(), self._master_digest
-        ):
+        hashed = hashlib.sha256(key.encode())
+        if self._master_digest is not None and hmac.compare_digest(hashed.digest(), self._master_digest):
             return Principal(Role.ADMIN, None, "master")
-        if not well_formed(key) or self._store is None:
-            if self.open and not key.startswith("myd_"):
-                # An open gateway ignores whatever placeholder key an SDK insists on sending.
-                return ANONYMOUS
-            raise AuthenticationError(UNIFORM_REJECTION)
-        record = await self._lookup(hash_key(key), time.monotonic())
+        key_hash = hashed.hexdigest()  # = hash_key(key): one SHA-256 for both checks
+        mono = time.monotonic()
+        cached = self._cache.get(key_hash)  # only well-formed keys are ever cached
+        if cached is not None and cached[0] > mono:
+            record = cached[1]
+        else:
+            if not well_formed(key) or self._store is None:
+                if self.open and not key.startswith("myd_"):
+                    # An open gateway ignores whatever placeholder key an SDK insists on sending.
+                    return ANONYMOUS
+                raise AuthenticationError(UNIFORM_REJECTION)
+            record = await self._lookup(key_hash, mono)
         if record is None or not record.active(time.time() if now is None else now):
             raise AuthenticationError(UNIFORM_REJECTION)
         return Principal(record.role, record, key_hint(key))

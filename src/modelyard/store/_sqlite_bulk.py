@@ -7,9 +7,10 @@ busy loop hands the GIL over only every ``sys.getswitchinterval()`` (5 ms): so a
 800 rows/s while the loop was busy, 60,000/s once it idled). One statement is one wait however many
 rows it carries.
 
-``bulk_sql`` turns ``INSERT … VALUES (?, …, ?) [ON CONFLICT …]`` into ``INSERT … SELECT value ->> 0,
-…, value ->> n-1 FROM json_each(?) WHERE true [ON CONFLICT …]`` (SQLite wants the ``WHERE`` before
-an upsert's ``ON CONFLICT``); ``run_bulk`` binds the rows as one JSON text. Values keep their SQL
+``bulk_sql`` turns ``INSERT … VALUES (?, …, ?) [ON CONFLICT …]`` into ``INSERT … SELECT
+json_extract(value, '$[0]'), … FROM json_each(?) WHERE true [ON CONFLICT …]`` (SQLite wants the
+``WHERE`` before an upsert's ``ON CONFLICT``; ``json_extract`` rather than ``->>``, which needs SQLite
+3.38, newer than some distributions ship); ``run_bulk`` binds the rows as one JSON text. Values keep their SQL
 types: JSON integers are INTEGER, numbers with a fraction REAL, strings TEXT, null NULL, true/false
 1/0 — what the sqlite3 module would have bound for int, float, str, None and bool.
 """
@@ -29,7 +30,7 @@ def bulk_sql(values_sql: str, width: int) -> str:
     marker = "VALUES (" + ", ".join("?" * width) + ")"
     if values_sql.count(marker) != 1:
         raise ValueError(f"expected one {marker!r} in {values_sql!r}")
-    cols = ", ".join(f"value ->> {i}" for i in range(width))
+    cols = ", ".join(f"json_extract(value, '$[{i}]')" for i in range(width))
     return values_sql.replace(marker, f"SELECT {cols} FROM json_each(?) WHERE true")
 
 

@@ -119,10 +119,10 @@ _SETTLED_BULK = (
     "WHERE request_id IN (SELECT value FROM json_each(?))"
 )
 _BUDGETS_BULK = (
-    "UPDATE budgets SET spend_nano = u.value ->> 0, reserved_nano = u.value ->> 1, "
-    "period_start = u.value ->> 2 FROM json_each(?) AS u "
-    "WHERE budgets.scope = u.value ->> 3 AND budgets.scope_id = u.value ->> 4 "
-    "AND budgets.period = u.value ->> 5"
+    "UPDATE budgets SET spend_nano = json_extract(u.value, '$[0]'), "
+    "reserved_nano = json_extract(u.value, '$[1]'), period_start = json_extract(u.value, '$[2]') "
+    "FROM json_each(?) AS u WHERE budgets.scope = json_extract(u.value, '$[3]') "
+    "AND budgets.scope_id = json_extract(u.value, '$[4]') AND budgets.period = json_extract(u.value, '$[5]')"
 )
 _RESERVATION_SELECT = f"SELECT {', '.join(_sql.RESERVATION_COLUMNS)} FROM reservations"
 _BUDGET_SELECT = (

@@ -2,7 +2,10 @@
 
 * **Threads.** sqlite3 blocks, so the event loop never calls it: one writer thread owns the
   writing connection (every write, batched by :class:`BatchingStore`), one reader thread owns a
-  reading connection (WAL readers never wait for the writer).
+  reading connection (WAL readers never wait for the writer). Each is a plain thread fed by a queue
+  (:mod:`modelyard.store._thread`), and a batch goes in as one statement per table however many rows
+  it has (:mod:`modelyard.store._sqlite_bulk`): the writer takes the GIL back after every statement
+  step, and a busy event loop gives it up only every 5 ms.
 * **Transactions.** Every write is ``BEGIN IMMEDIATE`` … ``COMMIT``: the file's write lock is taken
   before anything is read, so a reservation's check and its update see no other process's write in
   between. ``busy_timeout`` makes a blocked process wait for the lock; a commit that still fails with

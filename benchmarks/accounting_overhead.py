@@ -13,7 +13,8 @@ keep-alive, non-streaming, the shared wrk_post.lua body):
                  settlement (ledger row + budget update) in group-commit batches.
   c  key-pg      as b, with PostgreSQL storage (env:MODELYARD_DATABASE_URL) and Redis rate limits.
   y  key-pg@TREE  (with --keyed-baseline-src) c on another source tree, measured alternately with the
-                 others: a same-run A/B of a change to the keyed path.
+                 others: a same-run A/B of a change to the keyed path. --baseline-variants a,b adds
+                 a@TREE and b@TREE too (an A/B of every variant).
 
 Per point: gateway CPU (utime+stime of its PID from /proc) per successful request, throughput,
 p50/p99 (wrk), and whether the ledger kept up: ledger rows for this gateway's requests counted

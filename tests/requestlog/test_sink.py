@@ -4,9 +4,10 @@ skips non-inference requests, and purges by retention."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 from modelyard.config.schema import RequestLogConfig
@@ -105,51 +106,45 @@ class CountingStore(SqliteStore):
         return await super().write_requests(rows)
 
 
-async def test_rows_of_requests_a_few_ms_apart_share_one_transaction(tmp_path: Path) -> None:
-    """One request at a time (rows 2 ms apart) still commits in batches: the linger gathers them."""
+@contextlib.asynccontextmanager
+async def counting_sink(
+    tmp_path: Path, linger_ms: float
+) -> AsyncIterator[tuple[CountingStore, RequestLogSink]]:
     store = CountingStore(str(tmp_path / "db.sqlite"))
     await store.open()
-    sink = RequestLogSink(store, RequestLogConfig(batch_linger_ms=200))
+    sink = RequestLogSink(store, RequestLogConfig(batch_linger_ms=linger_ms))
     sink.start()
     try:
+        yield store, sink
+    finally:
+        await sink.aclose()
+        await store.aclose()
+
+
+async def test_rows_of_requests_a_few_ms_apart_share_one_transaction(tmp_path: Path) -> None:
+    """One request at a time (rows 2 ms apart) still commits in batches: the linger gathers them."""
+    async with counting_sink(tmp_path, 200) as (store, sink):
         for i in range(10):
             sink.emit(record(f"r{i}"))
             await asyncio.sleep(0.002)
         assert await sink.flush(timeout_s=5)
         assert sum(store.batches) == 10 and len(store.batches) <= 2, store.batches
-    finally:
-        await sink.aclose()
-        await store.aclose()
 
 
 async def test_flush_does_not_wait_out_the_linger(tmp_path: Path) -> None:
-    store = CountingStore(str(tmp_path / "db.sqlite"))
-    await store.open()
-    sink = RequestLogSink(store, RequestLogConfig(batch_linger_ms=1000))
-    sink.start()
-    try:
+    async with counting_sink(tmp_path, 1000) as (store, sink):
         sink.emit(record("r1"))
         started = time.monotonic()
         assert await sink.flush(timeout_s=5)
         assert time.monotonic() - started < 0.5
         assert store.batches == [1]
-    finally:
-        await sink.aclose()
-        await store.aclose()
 
 
 async def test_without_a_linger_each_row_is_written_at_once(tmp_path: Path) -> None:
-    store = CountingStore(str(tmp_path / "db.sqlite"))
-    await store.open()
-    sink = RequestLogSink(store, RequestLogConfig(batch_linger_ms=0))
-    sink.start()
-    try:
+    async with counting_sink(tmp_path, 0) as (store, sink):
         sink.emit(record("r1"))
         for _ in range(200):
             if store.batches:
                 break
             await asyncio.sleep(0.005)
         assert store.batches == [1]
-    finally:
-        await sink.aclose()
-        await store.aclose()

@@ -85,3 +85,14 @@ async def test_a_commit_runs_the_same_statements_for_3_rows_as_for_300(tmp_path:
         assert len(await store.ledger_rows(limit=10_000)) == 303
     finally:
         await store.aclose()
+
+
+async def test_a_too_old_sqlite_library_is_refused_with_how_to_fix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite3, "sqlite_version_info", (3, 31, 1))
+    monkeypatch.setattr(sqlite3, "sqlite_version", "3.31.1")
+    store = SqliteStore(str(tmp_path / "ledger.db"))
+    with pytest.raises(RuntimeError, match=r"SQLite 3\.31\.1 is too old .* 3\.35\.0 or newer.*PostgreSQL"):
+        await store.open()
+    await store.aclose()

@@ -57,7 +57,10 @@ from modelyard.store.base import (
 )
 from modelyard.store.requestlog import RequestQuery, RequestRow, RollupQuery, Visibility
 
-__all__ = ["SqliteStore"]
+__all__ = ["MIN_SQLITE", "SqliteStore"]
+
+MIN_SQLITE = (3, 35, 0)
+"""The oldest SQLite library the store runs on (RETURNING: 3.35; UPDATE … FROM: 3.33)."""
 
 T = TypeVar("T")
 
@@ -191,6 +194,13 @@ class SqliteStore(BatchingStore):
         self._wconn = self._rconn = None
 
     def _connect(self, migrate: bool) -> sqlite3.Connection:
+        if sqlite3.sqlite_version_info < MIN_SQLITE:
+            raise RuntimeError(
+                f"SQLite {sqlite3.sqlite_version} is too old for the modelyard store: it needs "
+                f"{'.'.join(map(str, MIN_SQLITE))} or newer. Use a Python built against a newer "
+                "libsqlite3 (Debian 12, Ubuntu 22.04 and later ship one), or "
+                "set storage.database to a PostgreSQL URL"
+            )
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")

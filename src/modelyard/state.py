@@ -78,7 +78,7 @@ class AppState:
         registry = Registry(config, session, redact)
         router = Router(config, registry)
         chat = ChatService(router, default_anthropic_max_tokens=config.server.default_anthropic_max_tokens)
-        store = store_for(config.database_url)
+        store = store_for(config.database_url, sqlite_synchronous=config.storage.sqlite_synchronous)
         limiter: RateLimiter
         if config.rate_limits.backend == "redis" and config.redis_url:
             limiter = RedisRateLimiter(config.redis_url)

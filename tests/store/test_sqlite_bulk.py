@@ -9,8 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from modelyard.config import load_config
+from modelyard.errors import ConfigError
 from modelyard.store._sqlite_bulk import bulk_sql, run_bulk
 from modelyard.store.base import Scope
+from modelyard.store.factory import store_for
 from modelyard.store.sqlite import SqliteStore
 from tests.store._support import USD, make_budget, reservation, settlement, unique
 
@@ -96,3 +99,30 @@ async def test_a_too_old_sqlite_library_is_refused_with_how_to_fix(
     with pytest.raises(RuntimeError, match=r"SQLite 3\.31\.1 is too old .* 3\.35\.0 or newer.*PostgreSQL"):
         await store.open()
     await store.aclose()
+
+
+@pytest.mark.parametrize(("setting", "pragma"), [(None, 2), ("full", 2), ("normal", 1)])
+async def test_storage_sqlite_synchronous_reaches_the_writer(
+    tmp_path: Path, setting: str | None, pragma: int
+) -> None:
+    """``storage.sqlite_synchronous``: from the config file to the writing connection (FULL 2, NORMAL 1)."""
+    text = "embedded_models: false\ncloud_models_from_env: false\n"
+    if setting is not None:
+        text += f"storage:\n  sqlite_synchronous: {setting}\n"
+    config = load_config(text, source="x.yaml", environ={})
+    store = store_for(
+        f"sqlite:///{tmp_path / 'ledger.db'}", sqlite_synchronous=config.storage.sqlite_synchronous
+    )
+    assert isinstance(store, SqliteStore)
+    await store.open()
+    try:
+        assert store._wconn is not None
+        (value,) = await store._in_writer(lambda: store._wconn.execute("PRAGMA synchronous").fetchone())  # type: ignore[union-attr]
+        assert value == pragma
+    finally:
+        await store.aclose()
+
+
+def test_an_unknown_sqlite_synchronous_value_is_a_config_error_naming_the_choices() -> None:
+    with pytest.raises(ConfigError, match=r"sqlite_synchronous[\s\S]*'full' or 'normal'"):
+        load_config("storage:\n  sqlite_synchronous: off\n", source="x.yaml", environ={})

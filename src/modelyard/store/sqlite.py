@@ -10,9 +10,11 @@
   before anything is read, so a reservation's check and its update see no other process's write in
   between. ``busy_timeout`` makes a blocked process wait for the lock; a commit that still fails with
   SQLITE_BUSY is retried (group commit: the batch stays queued), never shown to a caller.
-* **Durability.** WAL with ``synchronous=FULL``: a commit fsyncs the WAL, so an acknowledged
-  reservation or flushed settlement survives a power cut as well as ``kill -9``. Group commit is
-  what makes this affordable: one fsync (about 2 ms here) is shared by a whole batch.
+* **Durability.** WAL with ``synchronous=FULL`` (the default): a commit fsyncs the WAL, so an
+  acknowledged reservation or flushed settlement survives a power cut as well as ``kill -9``. Group
+  commit is what makes this affordable: one fsync (about 2 ms here) is shared by a whole batch.
+  ``synchronous="normal"`` (``storage.sqlite_synchronous``) skips the fsync: commits still survive
+  ``kill -9`` (WAL), but the last ones can be lost to a power cut or an OS crash.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from modelyard.conversations.model import (
     ConversationItem,
@@ -164,8 +166,12 @@ class SqliteStore(BatchingStore):
         clock: Callable[[], float] = time.time,
         max_queued_settlements: int = 100_000,
         max_batch: int = 500,
+        synchronous: Literal["full", "normal"] = "full",
     ) -> None:
         super().__init__(max_queued_settlements=max_queued_settlements, max_batch=max_batch, clock=clock)
+        if synchronous not in ("full", "normal"):
+            raise ValueError(f"synchronous must be 'full' or 'normal', got {synchronous!r}")
+        self.synchronous = synchronous
         self.path = path
         self.busy_timeout_ms = busy_timeout_ms
         self._writer_thread: StoreThread | None = None
@@ -206,7 +212,9 @@ class SqliteStore(BatchingStore):
             conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
             if migrate:
                 self._retry_busy(lambda: conn.execute("PRAGMA journal_mode = WAL").fetchone())
-            conn.execute("PRAGMA synchronous = FULL")
+            conn.execute(
+                "PRAGMA synchronous = FULL" if self.synchronous == "full" else "PRAGMA synchronous = NORMAL"
+            )
             if migrate:
                 self._retry_busy(lambda: self._transaction(conn, self._migrate))
         except BaseException:

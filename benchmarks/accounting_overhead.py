@@ -11,6 +11,8 @@ keep-alive, non-streaming, the shared wrk_post.lua body):
                  limits (high enough never to refuse): auth lookup (cached), RPM/TPM increment-on-
                  check (memory), a durable reservation on SQLite before the upstream call, and the
                  settlement (ledger row + budget update) in group-commit batches.
+  n  key-sqlite-normal  (opt-in: --variants …,n:key-sqlite-normal) b with storage.sqlite_synchronous:
+                 normal (no fsync per commit).
   c  key-pg      as b, with PostgreSQL storage (env:MODELYARD_DATABASE_URL) and Redis rate limits.
   y  key-pg@TREE  (with --keyed-baseline-src) c on another source tree, measured alternately with the
                  others: a same-run A/B of a change to the keyed path. --baseline-variants a,b adds
@@ -203,7 +205,7 @@ class Gateway:
         self.dir = os.path.join(run_dir, variant.replace(":", "-"))
         os.makedirs(self.dir, exist_ok=True)
         self.db = os.path.join(self.dir, "ledger.db")
-        keyed = variant[0] in "bcy"
+        keyed = variant[0] in "bcny"
         pg = variant[0] in "cy"
         old = variant.startswith("z")  # an older commit: no storage/ledger config keys
         lines = [
@@ -220,6 +222,8 @@ class Gateway:
                 "storage:",
                 "  database: " + ("env:MODELYARD_DATABASE_URL" if pg else f"sqlite:///{self.db}"),
             ]
+            if variant[0] == "n":
+                lines.append("  sqlite_synchronous: normal")
         if pg:
             lines += ["rate_limits:", "  backend: redis", "  redis_url: env:MODELYARD_REDIS_URL"]
         lines += [

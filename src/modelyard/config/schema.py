@@ -325,8 +325,9 @@ class StorageConfig(_Strict):
     """SQLite only: ``full`` (default) fsyncs every commit, so an admitted reservation survives a
     power cut as well as ``kill -9``; ``normal`` skips the fsync — commits still survive a crashed
     or killed process, but the last ones can be lost to a power cut or OS crash (their requests are
-    then missing from the ledger, not double-counted). ``normal`` saves about 0.1 ms of CPU and
-    0.2–2 ms of latency per admitted request at low concurrency (``benchmarks/ledger_floor.py``)."""
+    then missing from the ledger, not double-counted). ``normal`` saves the fsync: up to about 0.1 ms
+    of CPU and 0.2–2 ms of latency per commit (``benchmarks/ledger_floor.py``; through the gateway
+    −0.10 ms/request at 16 concurrent clients, within noise at one)."""
 
     @field_validator("database")
     @classmethod

@@ -199,6 +199,22 @@ def _representation(prompt_input: PromptInput) -> Representation:
     return FULL_PROMPT if prompt_input is PromptInput.full else WINDOWED
 
 
+def _train_config(
+    linear_c: float, clusters: int, knn: int, length_prior: float, seed: int, prompt_input: PromptInput
+) -> TrainConfig:
+    """The training settings the ``router`` commands share, from their options."""
+    from modelyard.routing.smart.learned.train import TrainConfig
+
+    return TrainConfig(
+        linear_c=linear_c,
+        clusters=clusters,
+        knn_k=knn,
+        length_prior=length_prior,
+        seed=seed,
+        representation=_representation(prompt_input),
+    )
+
+
 def _embedder(console: Console, cache_dir: Path | None) -> Embedder:
     from modelyard.routing.smart.learned.features import embed_texts
 
@@ -278,7 +294,7 @@ def train(
     """
     from modelyard.routing.smart.learned.data import for_pair, pick_pair
     from modelyard.routing.smart.learned.fileformat import write_router_file
-    from modelyard.routing.smart.learned.train import TrainConfig, train_router
+    from modelyard.routing.smart.learned.train import train_router
 
     console = Console(stderr=True)
     with _clear_errors():
@@ -300,14 +316,7 @@ def train(
             + (_partial_note(labels, strong_model, weak_model) if labels.partial else ""),
             highlight=False,
         )
-        config = TrainConfig(
-            linear_c=linear_c,
-            clusters=clusters,
-            knn_k=knn,
-            length_prior=length_prior,
-            seed=seed,
-            representation=_representation(prompt_input),
-        )
+        config = _train_config(linear_c, clusters, knn, length_prior, seed, prompt_input)
         embeddings = _embedder(console, cache_dir)(labels.prompts, window=config.representation.window)
         with console.status("training") as status:
             document = train_router(
@@ -440,7 +449,6 @@ def evaluate_command(
     from modelyard.routing.smart.learned.data import LabelError, for_pair, load_labels, pick_pair
     from modelyard.routing.smart.learned.evaluate import evaluate
     from modelyard.routing.smart.learned.plot import write_plots
-    from modelyard.routing.smart.learned.train import TrainConfig
 
     if sum(x is not None for x in (router, cv, train_data)) > 1:
         raise _fail("give only one of --router, --cv and --train-data")
@@ -465,14 +473,7 @@ def evaluate_command(
         if labels.partial and for_pair(labels, strong_model, weak_model).partial:
             if train_data is not None:
                 raise _fail("--train-data is not supported with partial labels; use --cv K or --router FILE")
-            config = TrainConfig(
-                linear_c=linear_c,
-                clusters=clusters,
-                knn_k=knn,
-                length_prior=length_prior,
-                seed=seed,
-                representation=_representation(prompt_input),
-            )
+            config = _train_config(linear_c, clusters, knn, length_prior, seed, prompt_input)
             partial_eval = (router, cv, config, resamples, seed, out_dir / f"{name}.json")
             _evaluate_partial(console, labels, strong_model, weak_model, cache_dir, partial_eval)
             return
@@ -487,14 +488,7 @@ def evaluate_command(
                 highlight=False,
             )
         out_dir.mkdir(parents=True, exist_ok=True)
-        config = TrainConfig(
-            linear_c=linear_c,
-            clusters=clusters,
-            knn_k=knn,
-            length_prior=length_prior,
-            seed=seed,
-            representation=_representation(prompt_input),
-        )
+        config = _train_config(linear_c, clusters, knn, length_prior, seed, prompt_input)
         with tempfile.TemporaryDirectory(prefix="modelyard-router-") as workdir:
             embed = _embedder(console, cache_dir)
             with console.status("evaluating") as status:

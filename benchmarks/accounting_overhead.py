@@ -14,6 +14,8 @@ keep-alive, non-streaming, the shared wrk_post.lua body):
   n  key-sqlite-normal  (opt-in: --variants …,n:key-sqlite-normal) b with storage.sqlite_synchronous:
                  normal (no fsync per commit).
   c  key-pg      as b, with PostgreSQL storage (env:MODELYARD_DATABASE_URL) and Redis rate limits.
+  l  key-sqlite-leased  (opt-in) b with storage.reservations: leased (per-process budget leases).
+  p  key-pg-leased      (opt-in) c with storage.reservations: leased.
   y  key-pg@TREE  (with --keyed-baseline-src) c on another source tree, measured alternately with the
                  others: a same-run A/B of a change to the keyed path. --baseline-variants a,b adds
                  a@TREE and b@TREE too (an A/B of every variant).
@@ -205,8 +207,8 @@ class Gateway:
         self.dir = os.path.join(run_dir, variant.replace(":", "-"))
         os.makedirs(self.dir, exist_ok=True)
         self.db = os.path.join(self.dir, "ledger.db")
-        keyed = variant[0] in "bcny"
-        pg = variant[0] in "cy"
+        keyed = variant[0] in "bcnylp"
+        pg = variant[0] in "cyp"
         old = variant.startswith("z")  # an older commit: no storage/ledger config keys
         lines = [
             "embedded_models: false",
@@ -224,6 +226,8 @@ class Gateway:
             ]
             if variant[0] == "n":
                 lines.append("  sqlite_synchronous: normal")
+            if variant[0] in "lp":
+                lines.append("  reservations: leased")
         if pg:
             lines += ["rate_limits:", "  backend: redis", "  redis_url: env:MODELYARD_REDIS_URL"]
         lines += [

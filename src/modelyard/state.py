@@ -7,6 +7,7 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import aiohttp
 
@@ -17,6 +18,7 @@ from modelyard.config.load import RuntimeConfig
 from modelyard.conversations.service import ConversationService
 from modelyard.policy.admission import Admission
 from modelyard.policy.auth import Authenticator
+from modelyard.policy.leases import DirectReservations, LeasedReservations, Reservations
 from modelyard.policy.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from modelyard.policy.refused import RefusedLedger
 from modelyard.providers._http import new_session
@@ -90,7 +92,14 @@ class AppState:
                 if dep.policy.local:
                     prices.register_local(dep.label, dep.policy.hardware)
         auth = Authenticator(config.master_key, store)
-        admission = Admission(config, store, limiter, prices, router)
+        reservations: Reservations = (
+            LeasedReservations(
+                store, Path(config.lease_journal_dir), max_age_s=config.storage.lease_max_age_s
+            )
+            if config.storage.reservations == "leased"
+            else DirectReservations(store)
+        )
+        admission = Admission(config, store, limiter, prices, router, reservations)
         context = ContextService(config, router)
         context.summarizer = admitted_summarizer(admission, chat, router)
         admin = AdminAPI(store, on_key_change=auth.forget)
@@ -126,6 +135,16 @@ class AppState:
     async def open(self) -> None:
         """Connect to the store and settle what a crash left pending."""
         await self.store.open()
+        # Journals first: a dead process's leases settle exactly, before deadline recovery would
+        # charge them whole.
+        from_journals = await self.admission.reservations.recover()
+        if from_journals:
+            log.warning(
+                "settled %d requests left in flight by a stopped process (at their reserved cost), "
+                "from its lease journal",
+                from_journals,
+            )
+        self.admission.reservations.start()
         recovered = await self.store.recover_pending(time.time())
         if recovered:
             log.warning(
@@ -187,6 +206,10 @@ class AppState:
         await self.conversations.aclose()
         if self.refused is not None:
             await self.refused.aclose()
+        try:
+            await self.admission.reservations.aclose()  # settles the leases with nothing in flight
+        except Exception as exc:
+            log.error("closing the budget leases failed: %s", self.redact(str(exc)))
         try:
             await self.store.aclose()  # flushes every queued settlement
         finally:

@@ -23,7 +23,7 @@ MASTER = "mk-canary-master-5f2a9c"
 CONFIG = """\
 embedded_models: false
 cloud_models_from_env: false
-storage: {{database: "sqlite:///{db}"}}
+storage: {{database: "sqlite:///{db}", reservations: {reservations}}}
 teams:
   team-rl: {{rpm: 3}}
 models:
@@ -52,11 +52,13 @@ class Gateway:
         return openai.OpenAI(base_url=self.url + "/v1", api_key=key, max_retries=0)
 
 
-@pytest.fixture(scope="module")
-def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+@pytest.fixture(scope="module", params=["per_request", "leased"])
+def gw(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Gateway]:
+    """The gateway, once reserving per request and once from budget leases (every test runs on both)."""
     work = tmp_path_factory.mktemp("keys")
     db = work / "ledger.db"
-    with gateway_process(work, CONFIG.format(db=db), env={"MODELYARD_MASTER_KEY": MASTER}) as (url, log):
+    config = CONFIG.format(db=db, reservations=request.param)
+    with gateway_process(work, config, env={"MODELYARD_MASTER_KEY": MASTER}) as (url, log):
         gateway = Gateway(url, log, db)
         yield gateway
         gateway.http.close()
@@ -209,8 +211,10 @@ def test_no_secret_in_the_database_or_the_log(gw: Gateway) -> None:
     with sqlite3.connect(gw.db) as db:
         dump = "\n".join(db.iterdump())
     log = gw.log.read_text()
+    journals = Path(f"{gw.db}.leases")  # storage.reservations: leased
+    journal = "".join(p.read_text() for p in journals.iterdir()) if journals.is_dir() else ""
     for secret in (*keys, MASTER):
-        assert secret not in dump and secret not in log
+        assert secret not in dump and secret not in log and secret not in journal
 
 
 ROUTES = [

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+from pathlib import Path
 from typing import Any, TextIO
 
 from modelyard.store.base import Denied, Scope, Store
@@ -121,6 +122,53 @@ def reserve_then_hang(backend: Backend, count: int, ack_path: str, deadline_at: 
             acks.write(f"{request_id}\n")
 
         await asyncio.gather(*(one(i) for i in range(count)))
+        await asyncio.sleep(3600)
+
+    with open(ack_path, "a", buffering=1) as acks:
+        asyncio.run(main(acks))
+
+
+def leased_race_child(
+    backend: Backend, reps: int, clients: int, barrier: Any, results: Any, name: str, journal_dir: str
+) -> None:
+    """C2 with ``storage.reservations: leased``: this process admits from its own leases."""
+    from modelyard.policy.leases import LeasedReservations
+
+    async def main() -> list[int]:
+        store = await backend.open()
+        leases = LeasedReservations(store, Path(journal_dir))
+        leases.start()
+        admitted = []
+        try:
+            for rep in range(reps):
+                await asyncio.to_thread(barrier.wait)
+                budgets = ((Scope.KEY, f"c2l-{rep}"),)
+                admitted.append(await barrier_race(leases, budgets, clients, f"{name}-{rep}"))  # type: ignore[arg-type]
+        finally:
+            await leases.aclose()
+            await store.aclose()
+        return admitted
+
+    results.put((name, asyncio.run(main())))
+
+
+def lease_then_hang(backend: Backend, journal_dir: str, ack_path: str, admitted: int, finished: int) -> None:
+    """D2 with leases: admit ``admitted`` requests from leases, finish the first ``finished`` of them
+    at a quarter of their maximum, acknowledge, then wait to be killed."""
+    from modelyard.policy.leases import LeasedReservations
+
+    async def main(acks: TextIO) -> None:
+        store = await backend.open()
+        leases = LeasedReservations(store, Path(journal_dir), max_age_s=60)
+        leases.start()
+        budgets = ((Scope.KEY, "d2l"),)
+        deadline = time.time() + 1.0
+        for i in range(admitted):
+            r = reservation(f"d2l-{i}", CENT, budgets, created_at=time.time(), deadline_at=deadline)
+            assert await leases.reserve(r) is None
+        for i in range(finished):
+            await leases.settle(settlement(f"d2l-{i}", CENT // 4, key_id="k1"))
+        acks.write("ready\n")
         await asyncio.sleep(3600)
 
     with open(ack_path, "a", buffering=1) as acks:

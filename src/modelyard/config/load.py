@@ -63,6 +63,8 @@ class RuntimeConfig:
     database_url: str = ""
     """``sqlite:///absolute/path.db`` or a resolved PostgreSQL DSN."""
     storage: StorageConfig = field(default_factory=StorageConfig)
+    lease_journal_dir: str = ""
+    """Absolute directory of the budget-lease journals (``storage.reservations: leased``)."""
     rate_limits: RateLimitConfig = field(default_factory=RateLimitConfig)
     redis_url: str | None = None
     teams: dict[str, TeamLimits] = field(default_factory=dict)
@@ -247,6 +249,7 @@ def resolve(
                 problems.append(
                     f"{source}: storage.database must resolve to a postgresql:// DSN or sqlite:///path"
                 )
+    lease_journal_dir = lease_journal_directory(raw.storage.lease_journal, database_url, environ)
     redis_url: str | None = None
     if raw.rate_limits.backend == "redis":
         if raw.rate_limits.redis_url is None:
@@ -305,6 +308,7 @@ def resolve(
         source,
         database_url,
         raw.storage,
+        lease_journal_dir,
         raw.rate_limits,
         redis_url,
         dict(raw.teams),
@@ -322,6 +326,16 @@ def default_database_url(environ: Mapping[str, str]) -> str:
     """``$MODELYARD_HOME/modelyard.db`` (MODELYARD_HOME defaults to ~/.local/share/modelyard)."""
     home = environ.get("MODELYARD_HOME") or str(Path("~/.local/share/modelyard").expanduser())
     return "sqlite:///" + str(Path(home).expanduser().absolute() / "modelyard.db")
+
+
+def lease_journal_directory(configured: str | None, database_url: str, environ: Mapping[str, str]) -> str:
+    """``storage.lease_journal``, else ``<db>.leases`` beside SQLite, else ``$MODELYARD_HOME/leases``."""
+    if configured:
+        return str(Path(configured).expanduser().absolute())
+    if database_url.startswith("sqlite:///"):
+        return database_url.removeprefix("sqlite:///") + ".leases"
+    home = environ.get("MODELYARD_HOME") or str(Path("~/.local/share/modelyard").expanduser())
+    return str(Path(home).expanduser().absolute() / "leases")
 
 
 def load_config(

@@ -329,6 +329,24 @@ class StorageConfig(_Strict):
     of CPU and 0.2–2 ms of latency per commit (``benchmarks/ledger_floor.py``; through the gateway
     −0.10 ms/request at 16 concurrent clients, within noise at one)."""
 
+    reservations: Literal["per_request", "leased"] = "per_request"
+    """How a budgeted request's maximum cost is reserved before the upstream call. ``per_request``
+    (default): in the database, one commit per request (and one to settle it). ``leased``: each
+    process reserves a *lease* on the budgets for many requests at once and admits requests from it
+    in memory, writing each to a local journal (``lease_journal``) before the upstream call; budgets
+    still hold across processes (never over the limit), ``kill -9`` is settled exactly from the
+    journal on the next start, and the database sees two commits per lease instead of two per
+    request. Ledger rows then reach the database when a lease settles, about ``lease_max_age_s``
+    after the request (README, "Budget leases")."""
+    lease_max_age_s: float = Field(0.5, gt=0, le=60)
+    """``leased`` only: how long a lease admits requests (default 0.5 s). Shorter: ledger rows land
+    sooner and a lease held by one process blocks another's requests less near a budget's end;
+    longer: fewer commits."""
+    lease_journal: str | None = None
+    """``leased`` only: the directory of the lease journals (default: ``<database file>.leases``
+    beside a SQLite database, ``$MODELYARD_HOME/leases`` with PostgreSQL). Every process on a host
+    must use the same one: a starting process settles the journals of processes that stopped."""
+
     @field_validator("database")
     @classmethod
     def _database(cls, value: str | None) -> str | None:

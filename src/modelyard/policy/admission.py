@@ -32,6 +32,7 @@ from modelyard.errors import (
     RateLimitedError,
 )
 from modelyard.policy.auth import Principal
+from modelyard.policy.leases import DirectReservations, Reservations
 from modelyard.policy.ratelimit import LimitCheck, RateLimitBackendError, RateLimiter
 from modelyard.providers.base import JSONDict, WireProtocol
 from modelyard.routing.deployment import DeploymentState
@@ -80,14 +81,25 @@ class Ticket:
 
 class Admission:
     def __init__(
-        self, config: RuntimeConfig, store: Store, limiter: RateLimiter, prices: PriceBook, router: Router
+        self,
+        config: RuntimeConfig,
+        store: Store,
+        limiter: RateLimiter,
+        prices: PriceBook,
+        router: Router,
+        reservations: Reservations | None = None,
     ) -> None:
         self._config = config
-        self._store = store
+        self._reservations: Reservations = reservations or DirectReservations(store)
         self._limiter = limiter
         self._prices = prices
         self._router = router
         self._always_durable = config.storage.durable_admission == "always"
+
+    @property
+    def reservations(self) -> Reservations:
+        """Where maximum costs are reserved: the store per request, or per-process leases."""
+        return self._reservations
 
     # -- admission ---------------------------------------------------------------------------
     def _check_key(
@@ -234,7 +246,7 @@ class Admission:
                 created_at=time.time(),
                 deadline_at=time.time() + group.routing.deadline_s + 60,
             )
-            denied = await self._store.reserve(reservation)
+            denied = await self._reservations.reserve(reservation)
             if denied is not None:
                 await self._give_back_tokens(ticket)
                 spec = denied.spec
@@ -333,7 +345,7 @@ class Admission:
                 )
             )
         ctx.cost_nano = sum(r.cost_nano for r in rows)
-        await self._store.settle(Settlement(ticket.request_id, tuple(rows)))
+        await self._reservations.settle(Settlement(ticket.request_id, tuple(rows)))
         for check in ticket.tpm_checks:
             try:
                 await self._limiter.adjust(check, served_tokens - check.cost, ticket.admitted_at)

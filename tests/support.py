@@ -31,6 +31,19 @@ def gateway_process(
     ready_timeout: float = 120,
 ) -> Iterator[tuple[str, Path]]:
     """Run ``python -m modelyard serve`` until the block ends; yields (base URL, log file)."""
+    with gateway_subprocess(workdir, config_text, env=env, ready_timeout=ready_timeout) as (_, url, log):
+        yield url, log
+
+
+@contextmanager
+def gateway_subprocess(
+    workdir: Path,
+    config_text: str | None = None,
+    *,
+    env: dict[str, str] | None = None,
+    ready_timeout: float = 120,
+) -> Iterator[tuple[subprocess.Popen[bytes], str, Path]]:
+    """:func:`gateway_process`, yielding the process too (for tests that kill it)."""
     port = free_port()
     args = [sys.executable, "-m", "modelyard", "serve", "--port", str(port)]
     if config_text is not None:
@@ -53,7 +66,7 @@ def gateway_process(
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"gateway did not become ready:\n{log.read_text()[-3000:]}")
             time.sleep(0.2)
-        yield url, log
+        yield proc, url, log
     finally:
         proc.terminate()
         try:

@@ -6,11 +6,13 @@ variable. Every problem is reported at once, each with its file and line.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import ValidationError
@@ -329,13 +331,19 @@ def default_database_url(environ: Mapping[str, str]) -> str:
 
 
 def lease_journal_directory(configured: str | None, database_url: str, environ: Mapping[str, str]) -> str:
-    """``storage.lease_journal``, else ``<db>.leases`` beside SQLite, else ``$MODELYARD_HOME/leases``."""
+    """``storage.lease_journal``, else ``<db>.leases`` beside SQLite, else
+    ``$MODELYARD_HOME/leases-<hash of the PostgreSQL user, host, port and database>``."""
     if configured:
         return str(Path(configured).expanduser().absolute())
     if database_url.startswith("sqlite:///"):
         return database_url.removeprefix("sqlite:///") + ".leases"
+    # One directory per database: a process must never replay another database's leases. The
+    # name hashes where the database is, without the password.
+    where = urlsplit(database_url)
+    identity = f"{where.username}@{where.hostname}:{where.port}{where.path}"
+    digest = hashlib.sha256(identity.encode()).hexdigest()[:12]
     home = environ.get("MODELYARD_HOME") or str(Path("~/.local/share/modelyard").expanduser())
-    return str(Path(home).expanduser().absolute() / "leases")
+    return str(Path(home).expanduser().absolute() / f"leases-{digest}")
 
 
 def load_config(

@@ -343,9 +343,10 @@ class StorageConfig(_Strict):
     sooner and a lease held by one process blocks another's requests less near a budget's end;
     longer: fewer commits."""
     lease_journal: str | None = None
-    """``leased`` only: the directory of the lease journals (default: ``<database file>.leases``
-    beside a SQLite database, ``$MODELYARD_HOME/leases`` with PostgreSQL). Every process on a host
-    must use the same one: a starting process settles the journals of processes that stopped."""
+    """``leased`` only: the directory of the lease journals. Default: ``<database file>.leases``
+    beside a SQLite database; with PostgreSQL ``$MODELYARD_HOME/leases-<hash>``, one per database
+    address (user, host, port, name; never the password). Every process of a host must use the same
+    one: a starting process settles the journals of processes that stopped."""
 
     @field_validator("database")
     @classmethod

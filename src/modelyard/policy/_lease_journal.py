@@ -168,7 +168,9 @@ class LeaseJournal:
 
     def compact(self) -> None:
         """Start a new segment when the current one is full; delete finished ones."""
-        if self._segments and self._segments[-1].records >= self._segment_records:
+        if not self._segments:
+            return  # not opened yet
+        if self._segments[-1].records >= self._segment_records:
             self._start_segment()
         keep: list[_Segment] = []
         for segment in self._segments[:-1]:

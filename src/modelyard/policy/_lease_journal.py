@@ -27,7 +27,7 @@ import logging
 import os
 import uuid
 from collections.abc import Iterator
-from dataclasses import astuple, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,16 +50,8 @@ class _Segment:
     records: int = 0
 
 
-def _row_fields(row: AttemptRow) -> list[Any]:
-    values = list(astuple(row))
-    values[6] = list(row.tags)
-    return values
-
-
-def _row_from(values: list[Any]) -> AttemptRow:
-    values = list(values)
-    values[6] = tuple(values[6])
-    return AttemptRow(*values)
+def _row_from(fields: dict[str, Any]) -> AttemptRow:
+    return AttemptRow(**{**fields, "tags": tuple(fields["tags"])})
 
 
 class LeaseJournal:
@@ -149,9 +141,7 @@ class LeaseJournal:
         )
 
     def finished(self, settlement: Settlement) -> None:
-        self._write(
-            {"k": "S", "q": settlement.request_id, "rows": [_row_fields(r) for r in settlement.rows]}, None
-        )
+        self._write({"k": "S", "q": settlement.request_id, "rows": settlement.rows}, None)
 
     def committed(self, lease_ids: list[str]) -> None:
         """These leases' settlements are committed: replay skips them, their segments may go."""
@@ -229,7 +219,7 @@ def replay(paths: list[Path], now: float) -> tuple[list[Settlement], int]:
             lease_of[record["q"]] = record["l"]
             admitted[record["q"]] = record
         elif kind == "S":
-            finished[record["q"]] = [_row_from(values) for values in record["rows"]]
+            finished[record["q"]] = [_row_from(fields) for fields in record["rows"]]
         elif kind == "C":
             committed.add(record["l"])
     rows_of: dict[str, list[AttemptRow]] = {lease_id: [] for lease_id in leases if lease_id not in committed}

@@ -12,7 +12,12 @@ import asyncio
 import multiprocessing
 from pathlib import Path
 
-from modelyard.policy.leases import LeasedReservations
+import pytest
+
+from modelyard.config import load_config
+from modelyard.errors import ConfigError
+from modelyard.policy.leases import DirectReservations, LeasedReservations
+from modelyard.state import AppState
 from modelyard.store.base import Denied, Scope, Store
 from tests.store._support import CENT, USD, Backend, make_budget, reservation, settlement, spend_of
 from tests.store._workers import barrier_race, lease_then_hang, leased_race_child
@@ -216,3 +221,56 @@ async def test_another_process_is_refused_at_most_one_lease_age(backend: Backend
         await b.aclose()
         await first.aclose()
         await second.aclose()
+
+
+@pytest.mark.parametrize(
+    ("storage", "journal"),
+    [
+        ("{database: 'sqlite:///{db}', reservations: leased}", "{db}.leases"),
+        ("{database: 'sqlite:///{db}', reservations: leased, lease_journal: '{tmp}/j'}", "{tmp}/j"),
+        ("{database: env:DB, reservations: leased}", "{tmp}/home/leases-"),
+    ],
+)
+async def test_config_turns_leases_on_with_their_journal(tmp_path: Path, storage: str, journal: str) -> None:
+    """``storage.reservations: leased``: from the config file to the admission's reservations."""
+    db = tmp_path / "ledger.db"
+
+    def fill(text: str) -> str:
+        return text.replace("{db}", str(db)).replace("{tmp}", str(tmp_path))
+
+    text = "embedded_models: false\ncloud_models_from_env: false\nstorage: " + fill(storage) + "\n"
+    env = {"DB": "postgresql://app:s3cret@db.internal:5433/ledger", "MODELYARD_HOME": str(tmp_path / "home")}
+    config = load_config(text, source="x.yaml", environ=env)
+    assert config.lease_journal_dir.startswith(fill(journal))
+    assert "s3cret" not in config.lease_journal_dir  # the PostgreSQL directory never names the password
+    state = AppState.build(config)
+    try:
+        assert isinstance(state.admission.reservations, LeasedReservations)
+        assert state.admission.reservations._journal.directory == Path(config.lease_journal_dir)
+    finally:
+        await state.session.close()
+
+
+async def test_per_request_stays_the_default(tmp_path: Path) -> None:
+    config = load_config(
+        "embedded_models: false\ncloud_models_from_env: false\n", source="x.yaml", environ={}
+    )
+    assert config.storage.reservations == "per_request"
+    state = AppState.build(config)
+    try:
+        assert isinstance(state.admission.reservations, DirectReservations)
+    finally:
+        await state.session.close()
+
+
+@pytest.mark.parametrize(
+    ("storage", "message"),
+    [
+        ("{reservations: pooled}", r"reservations[\s\S]*'per_request' or 'leased'"),
+        ("{lease_max_age_s: 0}", r"lease_max_age_s[\s\S]*greater than 0"),
+        ("{lease_max_age_s: 600}", r"lease_max_age_s[\s\S]*less than or equal to 60"),
+    ],
+)
+def test_bad_lease_settings_are_config_errors(storage: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(f"storage: {storage}\n", source="x.yaml", environ={})

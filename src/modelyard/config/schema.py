@@ -320,7 +320,8 @@ class StorageConfig(_Strict):
     budgets and reports."""
     durable_admission: Literal["budgeted", "always"] = "budgeted"
     """When the pending reservation is committed before the upstream call: only for requests a
-    budget applies to (default; others are recorded when they finish), or for every request."""
+    budget applies to (default; others are recorded when they finish), or for every request. With
+    ``reservations: leased`` the request's record in the lease journal is what is written first."""
     sqlite_synchronous: Literal["full", "normal"] = "full"
     """SQLite only: ``full`` (default) fsyncs every commit, so an admitted reservation survives a
     power cut as well as ``kill -9``; ``normal`` skips the fsync — commits still survive a crashed

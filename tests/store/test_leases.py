@@ -274,3 +274,30 @@ async def test_per_request_stays_the_default(tmp_path: Path) -> None:
 def test_bad_lease_settings_are_config_errors(storage: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_config(f"storage: {storage}\n", source="x.yaml", environ={})
+
+
+async def test_a_busy_key_gets_its_next_lease_before_this_one_ends(backend: Backend, tmp_path: Path) -> None:
+    """No request waits for a lease commit in steady traffic: the next lease is taken ahead."""
+    now = [0.0]
+    store = await backend.open()
+    leases = LeasedReservations(store, tmp_path / "journal", max_age_s=0.5, clock=lambda: now[0])
+    try:
+        await make_budget(store, Scope.KEY, "ahead", 100 * USD)
+        budgets = ((Scope.KEY, "ahead"),)
+        for i in range(3):
+            assert await leases.reserve(reservation(f"ahead-{i}", CENT, budgets, deadline_at=1e12)) is None
+            await leases.settle(settlement(f"ahead-{i}", CENT // 2))
+        assert leases.leases_taken == 1
+        now[0] = 0.35  # within two ticks of the lease's end
+        await leases.tick()
+        await asyncio.gather(*leases._acquiring.values())
+        assert leases.leases_taken == 2  # taken ahead, in the background
+        now[0] = 0.6
+        assert await leases.reserve(reservation("ahead-3", CENT, budgets, deadline_at=1e12)) is None
+        assert leases.leases_taken == 2  # admitted at once, from the lease taken ahead
+        await leases.settle(settlement("ahead-3", CENT // 2))
+        await leases.flush()
+        assert await spend_of(store, Scope.KEY, "ahead") == (4 * (CENT // 2), 0)
+    finally:
+        await leases.aclose()
+        await store.aclose()

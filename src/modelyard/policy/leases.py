@@ -51,6 +51,8 @@ MAX_LEASE_REQUESTS = 1024
 """A lease holds between this many requests' maximum cost (fewer only near a budget's end)."""
 SPLIT_AFTER_AGES = 4
 """A retired lease still waiting on a request this many ages after it began is split."""
+TAKE_AHEAD_AFTER = 2
+"""A lease that admitted this many requests has its successor reserved before it ends."""
 LEASE_MODEL = "(lease)"
 """``model_requested`` of the row written if a whole lease is settled by deadline recovery."""
 
@@ -112,6 +114,7 @@ class _Lease:
     used: int = 0
     """Actual cost of the finished requests plus the maximum of those in flight."""
     peak: int = 0
+    admitted: int = 0
     in_flight: dict[str, tuple[int, str, float]] = field(default_factory=dict)
     """request_id -> (maximum cost, model, created_at)."""
     rows: list[AttemptRow] = field(default_factory=list)
@@ -140,6 +143,8 @@ class LeasedReservations:
         self._store = store
         self._journal = LeaseJournal(journal_dir)
         self._max_age = max_age_s
+        self._interval = max(0.01, min(0.1, max_age_s / 4))
+        """How often :meth:`tick` runs."""
         self._clock = clock
         self._wall = wall
         self._ids = itertools.count()
@@ -195,6 +200,8 @@ class LeasedReservations:
             self._task = None
         if not self._opened:
             return
+        if self._acquiring:  # leases being taken: let them land, so they are settled below
+            await asyncio.gather(*self._acquiring.values(), return_exceptions=True)
         await self.flush()
         await self._commit_closed()
         self._journal.close(clean=not self._open)
@@ -254,6 +261,16 @@ class LeasedReservations:
     def _acquired(self, key: LeaseKey, task: asyncio.Task[_Lease | Denied]) -> None:
         if self._acquiring.get(key) is task:
             del self._acquiring[key]
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("taking a budget lease failed: %s", task.exception())
+
+    def _take_ahead(self, lease: _Lease) -> None:
+        """Reserve a busy key's next lease before this one ends, so no request waits for it."""
+        if lease.key in self._acquiring:
+            return
+        task = asyncio.create_task(self._acquire(lease.key, lease.owner, self._span.get(lease.key, 0.0)))
+        self._acquiring[lease.key] = task
+        task.add_done_callback(partial(self._acquired, lease.key))
 
     def _fits(self, lease: _Lease, r: Reservation) -> bool:
         return (
@@ -278,6 +295,7 @@ class LeasedReservations:
             ) from None
         lease.used += r.max_cost_nano
         lease.peak = max(lease.peak, lease.used)
+        lease.admitted += 1
         lease.in_flight[r.request_id] = (r.max_cost_nano, r.model, r.created_at)
         self._by_request[r.request_id] = lease
 
@@ -317,6 +335,9 @@ class LeasedReservations:
             if denied is None:
                 self.leases_taken += 1
                 lease = _Lease(lease_id, key, r, amount, lease_res.deadline_at - self._max_age, self._clock())
+                previous = self._current.get(key)
+                if previous is not None:
+                    self._retire(previous)  # taken ahead of time (see tick): the new one admits now
                 self._current[key] = lease
                 self._open[lease_id] = lease
                 return lease
@@ -376,9 +397,8 @@ class LeasedReservations:
 
     # -- upkeep ------------------------------------------------------------------------------
     async def _tick_forever(self) -> None:
-        interval = max(0.01, min(0.1, self._max_age / 2))
         while True:
-            await asyncio.sleep(interval)
+            await asyncio.sleep(self._interval)
             try:
                 await self.tick()
             except asyncio.CancelledError:
@@ -392,6 +412,12 @@ class LeasedReservations:
         for lease in list(self._open.values()):
             if not lease.retired and now - lease.started >= self._max_age:
                 self._retire(lease)
+            elif (
+                not lease.retired
+                and lease.admitted >= TAKE_AHEAD_AFTER
+                and now - lease.started >= self._max_age - 2 * self._interval
+            ):
+                self._take_ahead(lease)
             if lease.retired and not lease.in_flight:
                 await self._close(lease)
             elif (

@@ -148,6 +148,8 @@ def wait_port(port: int, proc: subprocess.Popen, timeout: float = 60.0) -> None:
 
 
 def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is not None:
+        log(f"pid {proc.pid} had already exited with {proc.returncode} (negative: killed by that signal)")
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
         try:

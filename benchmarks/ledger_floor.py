@@ -14,6 +14,9 @@ Parts (process CPU per request, utime+stime, median of --rounds):
   handoff executor/thread the event loop → one thread → back: ThreadPoolExecutor(1) vs the store's
                           queue-fed StoreThread, around a function that does nothing
   postgres reserve+settle the same on PostgreSQL (one server-side function call per commit)
+  … leased                the same through budget leases (storage.reservations: leased): the request
+                          is admitted from a per-process lease in memory and journaled locally; the
+                          store sees one reserve and one settle per lease
   asyncpg SELECT 1 / redis PING   one bare round trip of each client, for scale
   busy-loop settlements   20,000 settlements queued while the loop runs Python 90 % of the time (as a
                           saturated gateway's does): how many were still queued when it stopped
@@ -33,6 +36,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))  # tests.store helpers
@@ -41,6 +45,7 @@ import uvloop  # noqa: E402
 from tests.store._support import reservation, settlement, unique  # noqa: E402
 from tests.store.bench_store import BUDGETS, prepare  # noqa: E402
 
+from modelyard.policy.leases import LeasedReservations  # noqa: E402
 from modelyard.store._thread import StoreThread  # noqa: E402
 from modelyard.store.base import Store  # noqa: E402
 from modelyard.store.postgres import PostgresStore  # noqa: E402
@@ -77,6 +82,28 @@ async def store_cost(store: Store, n: int) -> float:
         await store.flush()
         return cost
     finally:
+        await store.aclose()
+
+
+async def leased_cost(store: Store, n: int) -> float:
+    """:func:`store_cost` through budget leases (journal in a temporary directory)."""
+    await store.open()
+    leases = LeasedReservations(store, Path(tempfile.mkdtemp(prefix="lease-journal-")))
+    leases.start()
+    try:
+        await prepare(store)
+
+        async def one() -> None:
+            request_id = unique("f")
+            now = time.time()
+            await leases.reserve(
+                reservation(request_id, 1000, BUDGETS, created_at=now, deadline_at=now + 660)
+            )
+            await leases.settle(settlement(request_id, 700, created_at=time.time()))
+
+        return await per_request(n, one)
+    finally:
+        await leases.aclose()
         await store.aclose()
 
 
@@ -127,6 +154,7 @@ async def pg_costs(n: int) -> dict[str, float]:
         await conn.close()
     schema = f"ledger_floor_{os.getpid()}"
     out["postgres reserve+settle"] = await store_cost(PostgresStore(PG, schema=schema), n)
+    out["postgres reserve+settle, leased"] = await leased_cost(PostgresStore(PG, schema=schema), n)
     conn = await asyncpg.connect(PG)
     try:
         await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
@@ -181,6 +209,10 @@ async def main(args: argparse.Namespace) -> None:
         )
         rows.setdefault("sqlite reserve+settle (synchronous=NORMAL)", []).append(
             await sqlite_cost(args.requests, "NORMAL")
+        )
+        path = os.path.join(tempfile.mkdtemp(prefix="ledger-floor-"), "ledger.db")
+        rows.setdefault("sqlite reserve+settle, leased", []).append(
+            await leased_cost(SqliteStore(path), args.requests)
         )
         executor, queued = await handoff_cost(args.requests)
         rows.setdefault("handoff via ThreadPoolExecutor(1)", []).append(executor)

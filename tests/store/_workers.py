@@ -129,7 +129,7 @@ def reserve_then_hang(backend: Backend, count: int, ack_path: str, deadline_at: 
 
 
 def leased_race_child(
-    backend: Backend, reps: int, clients: int, barrier: Any, results: Any, name: str, journal_dir: str
+    backend: Backend, journal_dir: str, reps: int, clients: int, barrier: Any, results: Any, name: str
 ) -> None:
     """C2 with ``storage.reservations: leased``: this process admits from its own leases."""
     from modelyard.policy.leases import LeasedReservations
@@ -173,3 +173,20 @@ def lease_then_hang(backend: Backend, journal_dir: str, ack_path: str, admitted:
 
     with open(ack_path, "a", buffering=1) as acks:
         asyncio.run(main(acks))
+
+
+async def race_in_two_processes(target: Any, *args: Any) -> dict[str, list[int]]:
+    """Run ``target(*args, barrier, results, name)`` in two spawned processes, ``p1`` and ``p2``;
+    returns each one's admitted counts per repetition."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    barrier, results = ctx.Barrier(2), ctx.Queue()
+    children = [ctx.Process(target=target, args=(*args, barrier, results, name)) for name in ("p1", "p2")]
+    for child in children:
+        child.start()
+    try:
+        return dict(await asyncio.to_thread(lambda: [results.get(timeout=120) for _ in children]))
+    finally:
+        for child in children:
+            await asyncio.to_thread(child.join, 30)

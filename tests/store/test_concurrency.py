@@ -9,7 +9,7 @@ import os
 
 from modelyard.store.base import BudgetSpec, Denied, Period, Scope
 from tests.store._support import CENT, USD, Backend, make_budget, reservation, spend_of
-from tests.store._workers import barrier_race, contend_child, race_child
+from tests.store._workers import barrier_race, contend_child, race_child, race_in_two_processes
 
 REPS = 100
 CLIENTS = 64
@@ -43,19 +43,7 @@ async def test_c2_two_processes_share_the_budget(backend: Backend) -> None:
     try:
         for rep in range(REPS):
             await make_budget(store, Scope.KEY, f"c2-{rep}", LIMIT)
-        ctx = multiprocessing.get_context("spawn")
-        barrier, results = ctx.Barrier(2), ctx.Queue()
-        children = [
-            ctx.Process(target=race_child, args=(backend, REPS, CLIENTS // 2, barrier, results, name))
-            for name in ("p1", "p2")
-        ]
-        for child in children:
-            child.start()
-        try:
-            admitted = dict(await asyncio.to_thread(lambda: [results.get(timeout=120) for _ in children]))
-        finally:
-            for child in children:
-                await asyncio.to_thread(child.join, 30)
+        admitted = await race_in_two_processes(race_child, backend, REPS, CLIENTS // 2)
         for rep in range(REPS):
             total = admitted["p1"][rep] + admitted["p2"][rep]
             check_race(*await spend_of(store, Scope.KEY, f"c2-{rep}"), total)

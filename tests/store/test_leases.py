@@ -20,7 +20,7 @@ from modelyard.policy.leases import DirectReservations, LeasedReservations
 from modelyard.state import AppState
 from modelyard.store.base import Denied, Scope, Store
 from tests.store._support import CENT, USD, Backend, make_budget, reservation, settlement, spend_of
-from tests.store._workers import barrier_race, lease_then_hang, leased_race_child
+from tests.store._workers import barrier_race, lease_then_hang, leased_race_child, race_in_two_processes
 from tests.store.test_concurrency import CLIENTS, LIMIT, REPS
 from tests.store.test_crash import kill_when, raw
 
@@ -95,22 +95,8 @@ async def test_c2_two_processes_with_leases(backend: Backend, tmp_path: Path) ->
     try:
         for rep in range(reps):
             await make_budget(store, Scope.KEY, f"c2l-{rep}", LIMIT)
-        ctx = multiprocessing.get_context("spawn")
-        barrier, results = ctx.Barrier(2), ctx.Queue()
         journal = str(tmp_path / "journal")
-        children = [
-            ctx.Process(
-                target=leased_race_child, args=(backend, reps, CLIENTS // 2, barrier, results, name, journal)
-            )
-            for name in ("p1", "p2")
-        ]
-        for child in children:
-            child.start()
-        try:
-            admitted = dict(await asyncio.to_thread(lambda: [results.get(timeout=120) for _ in children]))
-        finally:
-            for child in children:
-                await asyncio.to_thread(child.join, 30)
+        admitted = await race_in_two_processes(leased_race_child, backend, journal, reps, CLIENTS // 2)
         for rep in range(reps):
             total = admitted["p1"][rep] + admitted["p2"][rep]
             check_leased_race(*await spend_of(store, Scope.KEY, f"c2l-{rep}"), total)

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -287,3 +290,47 @@ async def test_a_busy_key_gets_its_next_lease_before_this_one_ends(backend: Back
     finally:
         await leases.aclose()
         await store.aclose()
+
+
+HANG_SCENARIO = """
+import asyncio, sys
+from pathlib import Path
+from modelyard.policy.leases import LeasedReservations
+from modelyard.store.base import Scope
+from modelyard.store.sqlite import SqliteStore
+from tests.store._support import CENT, USD, make_budget, reservation
+
+async def main() -> None:
+    store = SqliteStore(sys.argv[1])
+    await store.open()
+    await make_budget(store, Scope.KEY, "k", 100 * USD)
+    leases = LeasedReservations(store, Path(sys.argv[2]), max_age_s=30)
+    budgets = ((Scope.KEY, "k"),)
+    for i in range(4):  # the first lease holds exactly 4: it is now full, its requests in flight
+        assert await leases.reserve(reservation(f"r{i}", CENT, budgets, deadline_at=1e12)) is None
+    key = next(iter(leases._current))
+    # A lease acquisition that finished, its done-callback not yet run (as right after a burst).
+    finished = asyncio.create_task(asyncio.sleep(0, result=leases._current[key]))
+    await finished
+    leases._acquiring[key] = finished
+    assert await leases.reserve(reservation("r4", CENT, budgets, deadline_at=1e12)) is None
+    print("admitted")
+
+asyncio.run(main())
+"""
+
+
+def test_a_finished_acquisition_not_yet_cleared_cannot_spin_the_loop(tmp_path: Path) -> None:
+    """Regression: the 5th request of a full lease met a finished acquisition still registered and
+    awaited it forever without yielding, so the gateway stopped answering (seen under a 64-client
+    burst). Run in a child process, so a relapse fails by timeout instead of hanging the suite."""
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "-c", HANG_SCENARIO, str(tmp_path / "l.db"), str(tmp_path / "journal")],
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "admitted", done.stderr[-2000:]

@@ -220,7 +220,9 @@ class LeasedReservations:
         key = _key_of(reservation)
         span = max(reservation.deadline_at - reservation.created_at, self._span.get(key, 0.0))
         self._span[key] = span
-        while True:
+        for attempt in itertools.count():
+            if attempt:
+                await asyncio.sleep(0)  # never loop without letting the event loop run
             lease = self._current.get(key)
             if lease is not None:
                 if self._fits(lease, reservation):
@@ -232,6 +234,11 @@ class LeasedReservations:
                     await self._close(lease)  # its unused rest goes back before the next lease
                     continue
             task = self._acquiring.get(key)
+            if task is not None and task.done():
+                # Finished, but its done-callback has not run yet: awaiting it again would not
+                # yield to the loop, and this loop would spin on it forever.
+                del self._acquiring[key]
+                task = None
             mine = task is None
             if task is None:
                 # A task of its own: a caller that goes away (client disconnect) cannot strand a
@@ -257,6 +264,7 @@ class LeasedReservations:
             if self._has_room(result, reservation):
                 self._admit(result, reservation)
                 return None
+        raise AssertionError("unreachable: itertools.count() does not end")
 
     def _acquired(self, key: LeaseKey, task: asyncio.Task[_Lease | Denied]) -> None:
         if self._acquiring.get(key) is task:

@@ -334,3 +334,22 @@ def test_a_finished_acquisition_not_yet_cleared_cannot_spin_the_loop(tmp_path: P
         timeout=60,
     )
     assert done.returncode == 0 and done.stdout.strip() == "admitted", done.stderr[-2000:]
+
+
+async def test_unbudgeted_requests_are_leased_too(backend: Backend, tmp_path: Path) -> None:
+    """``durable_admission: always`` with leases: a request no budget applies to (anonymous, free)
+    still gets its admission journaled and its ledger row written when its lease settles."""
+    store = await backend.open()
+    leases = LeasedReservations(store, tmp_path / "journal", max_age_s=30)
+    try:
+        for i in range(3):
+            anon = reservation(f"anon-{i}", 0, (), key_id=None, deadline_at=1e12)
+            assert await leases.reserve(anon) is None
+            await leases.settle(settlement(f"anon-{i}", 0, key_id=None))
+        assert leases.leases_taken == 1
+        await leases.flush()
+        assert set(await ledger_ids(store)) == {"anon-0", "anon-1", "anon-2"}
+        assert await raw(backend, "SELECT COUNT(*) FROM {t}reservations WHERE status = 'pending'") == [(0,)]
+    finally:
+        await leases.aclose()
+        await store.aclose()

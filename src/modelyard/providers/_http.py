@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -13,6 +14,25 @@ from modelyard.errors import UpstreamConnectionError, UpstreamError, UpstreamTim
 from modelyard.providers.base import CallContext, JSONDict, Provider, SSEEvent
 from modelyard.providers.sse import SSEDecoder
 from modelyard.redact import Redactor
+
+DRIBBLE_BYTES = 64
+"""A read this small that completes no event: the upstream is sending a few bytes per write."""
+DRIBBLE_WAIT_S = 0.005
+"""How long reading pauses then, so the kernel gathers those bytes into one read (RELIABILITY A13)."""
+
+
+async def _let_bytes_gather(resp: aiohttp.ClientResponse) -> None:
+    """Stop reading the upstream socket for :data:`DRIBBLE_WAIT_S`: a byte-per-write upstream then
+    costs one read per pause instead of one per byte (at most that much added delay)."""
+    connection = resp.connection
+    protocol = connection.protocol if connection is not None else None
+    if protocol is None:
+        return
+    protocol.pause_reading()
+    try:
+        await asyncio.sleep(DRIBBLE_WAIT_S)
+    finally:
+        protocol.resume_reading()
 
 
 def new_session(connect_timeout_s: float) -> aiohttp.ClientSession:
@@ -149,7 +169,10 @@ class HTTPProvider(Provider):
                 decoder = SSEDecoder()
                 # Bounded reads: a slow client then holds at most aiohttp's buffer + 16 KiB per stream.
                 async for chunk in resp.content.iter_chunked(16384):
-                    for event in decoder.feed(chunk):
+                    events = decoder.feed(chunk)
+                    for event in events:
                         yield event
+                    if not events and len(chunk) < DRIBBLE_BYTES:
+                        await _let_bytes_gather(resp)
                 for event in decoder.close():
                     yield event

@@ -20,6 +20,7 @@ from modelyard.policy.admission import Admission
 from modelyard.policy.auth import Authenticator
 from modelyard.policy.leases import DirectReservations, LeasedReservations, Reservations
 from modelyard.policy.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
+from modelyard.policy.ratelimit_leases import LeasedRateLimiter
 from modelyard.policy.refused import RefusedLedger
 from modelyard.providers._http import new_session
 from modelyard.providers.registry import Registry
@@ -84,6 +85,8 @@ class AppState:
         limiter: RateLimiter
         if config.rate_limits.backend == "redis" and config.redis_url:
             limiter = RedisRateLimiter(config.redis_url)
+            if config.storage.reservations == "leased":
+                limiter = LeasedRateLimiter(limiter, max_age_s=config.storage.lease_max_age_s)
         else:
             limiter = MemoryRateLimiter()
         prices = PriceBook(config)

@@ -51,22 +51,22 @@ def most_in_any_window(events: Sequence[tuple[float, int]], window_s: float) -> 
     return best
 
 
-def check_c4(results: Sequence[tuple[bool, float, float]], window_s: float) -> None:
+def check_c4(results: Sequence[tuple[bool, float, float, float]], window_s: float) -> None:
     assert len(results) == C4_REQUESTS
-    admitted = [(at, 1) for allowed, at, _ in results if allowed]
+    admitted = [(at, 1) for allowed, at, _, _ in results if allowed]
     first = min(at for at, _ in admitted)
-    late = max(at for _, at, _ in results) - first
+    late = max(at for _, at, _, _ in results) - first
     assert late < window_s, f"the load generator fell behind: its last request came {late:.2f} s in"
     assert C4_LIMIT <= len(admitted) <= C4_LIMIT + 2, f"admitted {len(admitted)} of limit {C4_LIMIT}"
     assert most_in_any_window(admitted, window_s) <= C4_LIMIT
-    for allowed, at, retry_after_s in results:
+    for allowed, at, retry_after_s, _ in results:
         if not allowed:  # Retry-After points at the first admissions leaving the window
             assert 0 < retry_after_s <= window_s
             assert at + retry_after_s >= first + window_s - 1e-6
 
 
-def check_c5(admitted: Sequence[tuple[float, int, int]], window_s: float, span_s: float) -> None:
-    settled = [(at, actual) for at, _, actual in admitted]
+def check_c5(admitted: Sequence[tuple[float, int, int, float]], window_s: float, span_s: float) -> None:
+    settled = [(at, actual) for at, _, actual, _ in admitted]
     most = most_in_any_window(settled, window_s)
     assert most <= C5_LIMIT + C5_MAX_TOKENS, f"{most} tokens in one window, limit {C5_LIMIT}"
     assert most <= C5_LIMIT  # settling never above the reservation: the limit itself holds
@@ -106,7 +106,7 @@ def test_c5_tpm_two_processes_sharing_redis(redis_url: str, redis_prefix: str) -
         _load.c5_process, [(redis_url, redis_prefix, window_s, run_s, seed) for seed in (1, 2)]
     )
     admitted = [item for share in shares for item in share]
-    span_s = max(at for at, _, _ in admitted) - min(at for at, _, _ in admitted)
+    span_s = max(at for at, *_ in admitted) - min(at for at, *_ in admitted)
     check_c5(admitted, window_s, span_s)
 
 
@@ -115,5 +115,5 @@ async def test_c5_tpm_memory_one_process() -> None:
     window_s = 1.0
     limiter = MemoryRateLimiter(window_s=window_s)
     admitted = await _load.c5_clients(limiter, clients=16, run_s=2.0, seed=3)
-    span_s = max(at for at, _, _ in admitted) - min(at for at, _, _ in admitted)
+    span_s = max(at for at, *_ in admitted) - min(at for at, *_ in admitted)
     check_c5(admitted, window_s, span_s)

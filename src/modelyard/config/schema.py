@@ -338,7 +338,9 @@ class StorageConfig(_Strict):
     still hold across processes (never over the limit), ``kill -9`` is settled exactly from the
     journal on the next start, and the database sees two commits per lease instead of two per
     request. Ledger rows then reach the database when a lease settles, about ``lease_max_age_s``
-    after the request (README, "Budget leases")."""
+    after the request. With the ``redis`` rate-limit backend, RPM/TPM capacity is leased the same
+    way (for up to 1 s), so a request in steady traffic makes no Redis round trip either (README,
+    "Budget leases")."""
     lease_max_age_s: float = Field(0.5, gt=0, le=60)
     """``leased`` only: how long a lease admits requests (default 0.5 s). Shorter: ledger rows land
     sooner and a lease held by one process blocks another's requests less near a budget's end;
@@ -364,7 +366,10 @@ class RateLimitConfig(_Strict):
     """Where RPM/TPM counters live."""
 
     backend: Literal["memory", "redis"] = "memory"
-    """``memory`` for one gateway process (default); ``redis`` when several share the limits."""
+    """``memory`` for one gateway process (default); ``redis`` when several share the limits. With
+    ``storage.reservations: leased`` each process leases capacity from Redis (README, "Budget
+    leases"): the limits hold as strictly, and capacity one process holds unused can refuse
+    another's request for up to ``storage.lease_max_age_s`` (at most 1 s)."""
     redis_url: str | None = None
     """Secret reference to the Redis URL (``env:MODELYARD_REDIS_URL``), required for ``redis``."""
     fail_open: bool = False

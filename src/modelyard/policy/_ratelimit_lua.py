@@ -18,11 +18,12 @@ from __future__ import annotations
 BATCH_LUA = """
 -- KEYS: per counter c (1-based), its hash KEYS[2c-1] and its sorted set KEYS[2c].
 -- ARGV[1]: JSON [window_us, bucket_us, ttl_ms, settlements, requests] where a settlement is
---   [counter, bucket index, delta] and a request is [now_us (null = server TIME), checks], a check
---   being [counter, limit, cost]. (One JSON argument: far cheaper for the client to send than one
+--   [counter, bucket index, delta] and a request is [now_us (null = server TIME), checks] or, for a
+--   lease, [now_us, checks, hold_us], a check being [counter, limit, cost] or, in a lease,
+--   [counter, limit, cost, want]. (One JSON argument: far cheaper for the client to send than one
 --   argument per number.)
 -- Returns 4 numbers per request: allowed 0|1, now_us, index of the violated check (1-based) or 0,
--- wait_us.
+-- wait_us; a lease adds one number per check: what it was granted (0 when refused).
 local batch = cjson.decode(ARGV[1])
 local window_us, bucket_us, ttl_ms = batch[1], batch[2], batch[3]
 
@@ -75,14 +76,23 @@ for _, request in ipairs(batch[5]) do
     now_us = server_now
   end
   local checks = request[2]
+  local hold_us = request[3]
   local c = #checks
   local cut = now_us - window_us
   local worst_i, worst_wait = 0, -1
+  local grants = {}
 
   for i = 1, c do
     local k, limit, cost = checks[i][1], checks[i][2], checks[i][3]
     local h, z = KEYS[2 * k - 1], KEYS[2 * k]
     local total = live_total(k, h, z, cut)
+    -- A lease takes up to `want`, but never more than is left: at least `cost`, or nothing.
+    local grant = cost
+    local want = checks[i][4]
+    if want and want > cost and limit - total > cost then
+      grant = math.min(want, limit - total)
+    end
+    grants[i] = grant
     if total + cost > limit then
       local wait = window_us
       if cost <= limit then
@@ -109,6 +119,11 @@ for _, request in ipairs(batch[5]) do
     out[#out + 1] = now_us
     out[#out + 1] = worst_i
     out[#out + 1] = worst_wait
+    if hold_us then
+      for i = 1, c do
+        out[#out + 1] = 0
+      end
+    end
   else
     -- floor(now_us / bucket_us), exact even where the division rounds up to the next integer.
     local b = math.floor(now_us / bucket_us)
@@ -118,22 +133,29 @@ for _, request in ipairs(batch[5]) do
       b = b + 1
     end
     b = string.format('%d', b)  -- the field name a settlement sends (never 1.7e+15)
+    -- A lease is used until hold_us from now: its admissions leave the window that much later.
+    local newest = now_us + (hold_us or 0)
     for i = 1, c do
-      local k, cost = checks[i][1], checks[i][3]
+      local k, cost = checks[i][1], grants[i]
       local h, z = KEYS[2 * k - 1], KEYS[2 * k]
       if expired_to[k] and now_us <= expired_to[k] then
         expired_to[k] = nil  -- a clock read earlier than that cut (injected now): check afresh
       end
       redis.call('HINCRBY', h, b, cost)
       redis.call('HINCRBY', h, 'n', cost)
-      redis.call('ZADD', z, 'GT', now_us, b)
-      redis.call('PEXPIRE', h, ttl_ms)
+      redis.call('ZADD', z, 'GT', newest, b)
+      redis.call('PEXPIRE', h, ttl_ms)  -- ttl_ms allows for a hold of up to 1 s
       redis.call('PEXPIRE', z, ttl_ms)
     end
     out[#out + 1] = 1
     out[#out + 1] = now_us
     out[#out + 1] = 0
     out[#out + 1] = 0
+    if hold_us then
+      for i = 1, c do
+        out[#out + 1] = grants[i]
+      end
+    end
   end
 end
 return out

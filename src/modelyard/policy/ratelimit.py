@@ -87,6 +87,8 @@ DEFAULT_WINDOW_S = 60.0
 """The window of an RPM or TPM limit: one minute."""
 MIN_RETRY_AFTER_S = 0.01
 """The smallest ``retry_after_s`` a rejection carries."""
+MAX_LEASE_HOLD_S = 1.0
+"""The longest a :meth:`RedisRateLimiter.lease` may be held (the counters' expiry allows for it)."""
 BUCKETS_PER_WINDOW = 60
 """The default sub-bucket count: ``bucket_s = window_s / 60`` (1 s for a one-minute window)."""
 
@@ -346,8 +348,9 @@ def _safe_url(url: str) -> str:
     return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
-_Request = tuple[Sequence[LimitCheck], int | None]
-"""One acquire as the batch script takes it: its checks and ``now_us`` (``None``: the server's clock)."""
+_Request = tuple[Sequence[LimitCheck], int | None, Sequence[int] | None, int]
+"""One acquire as the batch script takes it: its checks, ``now_us`` (``None``: the server's clock),
+and for a lease what each check wants and how long (µs) it is held (see :meth:`RedisRateLimiter.lease`)."""
 _DeltaKey = tuple[str, int]
 """A settlement's target: the counter's key base and the bucket index."""
 
@@ -405,7 +408,8 @@ class RedisRateLimiter(RateLimiter):
         self.prefix = prefix
         self._window_us = round(self.window_s * 1_000_000)
         self._bucket_us = max(round(self.bucket_s * 1_000_000), 1)
-        self._ttl_ms = math.ceil(self._window_us / 1000) + 1000
+        # A counter outlives its newest bucket (≤ now + a lease's hold) by a window, with a second spare.
+        self._ttl_ms = math.ceil(self._window_us / 1000) + 1000 + math.ceil(MAX_LEASE_HOLD_S * 1000)
         self._where = _safe_url(url)
         # One retry, on a connection error only: it replaces a pooled connection the server closed.
         # Never retry a timeout: the script may have run, and running it twice counts a request twice.
@@ -419,7 +423,7 @@ class RedisRateLimiter(RateLimiter):
         )
         self._redis: Redis = Redis.from_pool(pool)  # closes the pool on aclose()
         self._batch_sha = hashlib.sha1(BATCH_LUA.encode()).hexdigest()
-        self._batches: GroupCommit[_Request, Decision, _DeltaKey] = GroupCommit(
+        self._batches: GroupCommit[_Request, tuple[Decision, tuple[int, ...]], _DeltaKey] = GroupCommit(
             self._send, max_batch=max_batch, delta_delay_s=settle_delay_s
         )
 
@@ -434,10 +438,34 @@ class RedisRateLimiter(RateLimiter):
     async def acquire(self, checks: Sequence[LimitCheck], now: float | None = None) -> Decision:
         if not checks:
             return Decision(True, 0.0, None, time.time() if now is None else now)
-        return await self._batches.submit((checks, None if now is None else round(now * 1_000_000)))
+        decision, _ = await self._batches.submit(
+            (checks, None if now is None else round(now * 1_000_000), None, 0)
+        )
+        return decision
+
+    async def lease(
+        self, checks: Sequence[LimitCheck], wants: Sequence[int], hold_s: float
+    ) -> tuple[Decision, tuple[int, ...]]:
+        """Admit like :meth:`acquire`, taking up to ``wants[i]`` (≥ ``checks[i].cost``) of each counter.
+
+        All or nothing on the checks' costs, as :meth:`acquire`; each counter then gives what it has
+        left up to its want. Returns the decision and what each check was granted (zeros when
+        refused). The grant counts as admitted ``hold_s`` (at most :data:`MAX_LEASE_HOLD_S`) after
+        the decision, so whatever the caller admits from it within ``hold_s`` never leaves the
+        window early. Give back the unused rest with :meth:`adjust` at :attr:`Decision.at`.
+        """
+        if not 0 <= hold_s <= MAX_LEASE_HOLD_S:
+            raise ValueError(f"hold_s must be in [0, {MAX_LEASE_HOLD_S}], got {hold_s}")
+        if len(wants) != len(checks):
+            raise ValueError("one want per check")
+        return await self._batches.submit((checks, None, wants, round(hold_s * 1_000_000)))
 
     async def adjust(self, check: LimitCheck, delta: int, at: float) -> None:
         """Queue the settlement (see the class docstring); it never waits for Redis nor raises."""
+        self.adjust_nowait(check, delta, at)
+
+    def adjust_nowait(self, check: LimitCheck, delta: int, at: float) -> None:
+        """:meth:`adjust` without the coroutine."""
         if delta:
             bucket = round(at * 1_000_000) // self._bucket_us
             self._batches.add((self._base(check), bucket), delta)
@@ -445,7 +473,9 @@ class RedisRateLimiter(RateLimiter):
     async def flush(self) -> None:
         await self._batches.flush()
 
-    async def _send(self, requests: Sequence[_Request], deltas: dict[_DeltaKey, int]) -> list[Decision]:
+    async def _send(
+        self, requests: Sequence[_Request], deltas: dict[_DeltaKey, int]
+    ) -> list[tuple[Decision, tuple[int, ...]]]:
         """One EVALSHA of the batch script: ``deltas`` first, then ``requests`` in order."""
         counters: dict[str, int] = {}  # key base → its 1-based index in KEYS (pairs)
         keys: list[str] = []
@@ -466,7 +496,16 @@ class RedisRateLimiter(RateLimiter):
                 [[counter(base), bucket, delta] for (base, bucket), delta in deltas.items()],
                 [
                     [now_us, [[counter(self._base(c)), c.limit, c.cost] for c in checks]]
-                    for checks, now_us in requests
+                    if wants is None
+                    else [
+                        now_us,
+                        [
+                            [counter(self._base(c)), c.limit, c.cost, want]
+                            for c, want in zip(checks, wants, strict=True)
+                        ],
+                        hold_us,
+                    ]
+                    for checks, now_us, wants, hold_us in requests
                 ],
             ]
         )
@@ -477,15 +516,21 @@ class RedisRateLimiter(RateLimiter):
                 # First use, or the server restarted / ran SCRIPT FLUSH: load it, then run it.
                 await self._redis.script_load(BATCH_LUA)
                 reply = await self._redis.evalsha(self._batch_sha, len(keys), *keys, batch)
-        decisions: list[Decision] = []
-        for i, (checks, _) in enumerate(requests):
-            allowed, now_us, violated, wait_us = reply[4 * i : 4 * i + 4]
+        decisions: list[tuple[Decision, tuple[int, ...]]] = []
+        i = 0
+        for checks, _, wants, _ in requests:
+            allowed, now_us, violated, wait_us = reply[i : i + 4]
+            i += 4
+            grants: tuple[int, ...] = ()
+            if wants is not None:
+                grants = tuple(int(g) for g in reply[i : i + len(checks)])
+                i += len(checks)
             at = int(now_us) / 1_000_000
             if allowed:
-                decisions.append(Decision(True, 0.0, None, at))
+                decisions.append((Decision(True, 0.0, None, at), grants))
             else:
                 wait_s = max(int(wait_us) / 1_000_000, MIN_RETRY_AFTER_S)
-                decisions.append(Decision(False, wait_s, checks[int(violated) - 1], at))
+                decisions.append((Decision(False, wait_s, checks[int(violated) - 1], at), grants))
         return decisions
 
     @contextmanager

@@ -462,7 +462,7 @@ def render(results: list[dict], meta: dict) -> str:
                 f"| {v} | {conc} | **{fmt(cpu)}** ({rounds}) | {delta} | {fmt(med(rs, 'rps'), 0)} | "
                 f"{fmt(med(rs, 'p50_ms'), 2)} | {fmt(med(rs, 'p99_ms'), 2)} | {sum(r['errors'] for r in rs)} | "
                 f"{end:,} / {final:,} / {sent:,} | {fmt(max(r['drain_s'] for r in rs), 1)} | "
-                f"{fmt(med(rs, 'store_servers_cpu_pct'), 0) + '%' if v[0] in 'cy' else '–'} |"
+                f"{fmt(med(rs, 'store_servers_cpu_pct'), 0) + '%' if v[0] in 'cpy' else '–'} |"
             )
     lines += [
         "",

@@ -160,19 +160,21 @@ async def test_counts_are_exact_once_leases_close(
 async def test_a_lease_shrinks_to_the_limit_and_refusals_are_exact(
     make_leased: Make, redis_client: redis.Redis, redis_prefix: str
 ) -> None:
-    """RPM 10: exactly 10 admitted, then refusals with a Retry-After from Redis; the refused
-    signature goes per request, so each refusal is a Redis call of its own."""
+    """RPM 100 (leases of up to 12): exactly 100 admitted from a dozen leases, the last one cut to
+    what was left; then refusals with a Retry-After from Redis, each a Redis call of its own (the
+    refused key goes per request)."""
     limiter = make_leased(window_s=30.0)
-    decisions = [await limiter.acquire([rpm(10)]) for _ in range(10)]
+    decisions = [await limiter.acquire([rpm(100)]) for _ in range(100)]
     assert all(d.allowed for d in decisions)
+    assert limiter.calls <= 100 // 12 + 3, limiter.calls
     calls = limiter.calls
-    refused = [await limiter.acquire([rpm(10)]) for _ in range(3)]
+    refused = [await limiter.acquire([rpm(100)]) for _ in range(3)]
     assert not any(d.allowed for d in refused)
     assert all(0 < d.retry_after_s <= 30.0 + 0.5 + 1 for d in refused)
-    assert refused[0].violated == rpm(10)
+    assert refused[0].violated == rpm(100)
     assert limiter.calls == calls + 3
     await limiter.flush()
-    assert counted(redis_client, redis_prefix, rpm(10)) == 10
+    assert counted(redis_client, redis_prefix, rpm(100)) == 100
 
 
 async def test_capacity_held_by_one_process_refuses_another_only_until_its_lease_ends(

@@ -13,6 +13,9 @@ call that takes the next one) and a new one is taken. So:
   Redis counter first. A lease is counted in the window as if it were admitted ``max_age_s`` after it
   was granted, and it admits nothing after that, so no admission ever leaves the window early: at no
   instant do the admissions of the last window add up to more than the limit (RELIABILITY C4, C5).
+- **No request waits in steady traffic.** A busy signature's next lease is taken in the background
+  when the current one has a quarter of its age (or of its grant) left; the current one admits until
+  the new one is in. Only a request that finds its lease used up waits, for one Redis call.
 - **Sizes.** A lease wants about twice what its signature used in the previous lease's age (at
   least :data:`MIN_LEASE_REQUESTS` requests' worth), never more than 1/:data:`LEASE_SHARE` of a
   limit, and Redis grants what is left up to that, so near a limit the lease shrinks to the request.
@@ -36,8 +39,10 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import replace
 from functools import partial
+from typing import Any
 
 from modelyard.policy.ratelimit import (
     MAX_LEASE_HOLD_S,
@@ -57,6 +62,10 @@ MIN_LEASE_REQUESTS = 4
 MAX_LEASE_REQUESTS = 4096
 LEASE_SHARE = 8
 """A lease takes at most ``limit // LEASE_SHARE`` of a counter (or one request's cost, if more)."""
+TAKE_AHEAD_AFTER = 2
+"""A lease that admitted this many requests has its successor taken ahead, before it runs out."""
+AHEAD_AT_AGE_LEFT = 0.25
+"""... once this share of its age is left (or a quarter of what it was granted on any counter)."""
 _FORGET_AFTER_AGES = 20
 """A closed lease is kept this many ages for the next one's sizing, then forgotten."""
 
@@ -71,19 +80,40 @@ def _counter(check: LimitCheck) -> _Counter:
 class _Lease:
     """What one lease call granted on each counter of a signature, and what is left of it."""
 
-    __slots__ = ("admitted", "at", "checks", "closed", "expires", "left", "started", "taken")
+    __slots__ = (
+        "admitted",
+        "ahead",
+        "at",
+        "checks",
+        "closed",
+        "expires",
+        "granted",
+        "left",
+        "started",
+        "taken",
+    )
 
     def __init__(
         self, checks: Sequence[LimitCheck], at: float, grants: Sequence[int], started: float, expires: float
     ) -> None:
         self.checks = tuple(checks)
         self.at = at  # the grant's time on the Redis clock: the bucket everything settles in
+        self.granted = tuple(grants)
         self.left = list(grants)
         self.taken = [0] * len(grants)  # costs admitted (for the next lease's size)
         self.admitted = 0
         self.started = started
         self.expires = expires  # on this process's monotonic clock
         self.closed = False
+        self.ahead = False  # its successor has been asked for
+
+    def running_low(self, t: float) -> bool:
+        """A busy lease near its end, by age or by what is left: time to take the next one."""
+        if self.admitted < TAKE_AHEAD_AFTER:
+            return False
+        if t >= self.expires - (self.expires - self.started) * AHEAD_AT_AGE_LEFT:
+            return True
+        return any(left * 4 < granted for left, granted in zip(self.left, self.granted, strict=True))
 
     def fits(self, checks: Sequence[LimitCheck]) -> bool:
         mine = self.checks
@@ -126,8 +156,11 @@ class LeasedRateLimiter(RateLimiter):
         self._renewing: dict[_Signature, asyncio.Future[BaseException | None]] = {}
         self._per_request_until: dict[_Signature, float] = {}
         self._timer: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
         self.leases_taken = 0
         """Leases granted so far (for tests and metrics)."""
+        self.waits = 0
+        """Times a request found no room in its lease and waited for Redis (for tests and metrics)."""
 
     @property
     def inner(self) -> RedisRateLimiter:
@@ -152,7 +185,14 @@ class LeasedRateLimiter(RateLimiter):
             lease = self._leases.get(signature)
             if lease is not None and not lease.closed and t < lease.expires and lease.fits(checks):
                 lease.take(checks)
+                if not lease.ahead and lease.running_low(t) and signature not in self._renewing:
+                    lease.ahead = True
+                    done = asyncio.get_running_loop().create_future()
+                    self._renewing[signature] = done  # now: no other renewal starts meanwhile
+                    task = self._spawn(self._take_ahead(signature, checks, lease, t, done))
+                    task.add_done_callback(partial(self._renewal_ended, signature, done))
                 return Decision(True, 0.0, None, lease.at)
+            self.waits += 1
             renewing = self._renewing.get(signature)
             if renewing is not None:
                 failure = await asyncio.shield(renewing)
@@ -195,12 +235,66 @@ class LeasedRateLimiter(RateLimiter):
             return decision
         lease = _Lease(checks, decision.at, grants, t, t + self.max_age_s)
         lease.take(checks)
+        self._install(signature, lease)
+        return Decision(True, 0.0, None, lease.at)
+
+    async def _take_ahead(
+        self,
+        signature: _Signature,
+        checks: Sequence[LimitCheck],
+        current: _Lease,
+        t: float,
+        done: asyncio.Future[BaseException | None],
+    ) -> None:
+        """Take a busy signature's next lease in the background, before ``current`` runs out, so no
+        request waits for the Redis call; ``current`` admits until the new one is in. ``done`` is
+        this renewal's entry in ``_renewing``, resolved when it ends."""
+        failure: BaseException | None = None
+        ahead = [replace(check, cost=0) for check in checks]  # nothing admitted with it yet
+        try:
+            call = asyncio.ensure_future(
+                self._inner.lease(ahead, self._wants(checks, current, t), self.max_age_s)
+            )
+            try:
+                decision, grants = await asyncio.shield(call)
+            except asyncio.CancelledError:
+                call.add_done_callback(partial(self._give_back, ahead))
+                raise
+        except Exception as exc:
+            failure = exc
+            log.warning("could not take a rate-limit lease ahead (%s); the current one runs out first", exc)
+            return
+        finally:
+            if not done.done():
+                done.set_result(failure)
+            self._renewal_ended(signature, done, None)
+        if not decision.allowed or not any(grants):
+            return  # the counters are at their limits: the current lease runs out as usual
+        if self._leases.get(signature) is current:
+            self._close(current)  # gives back what it still has
+        self._install(signature, _Lease(checks, decision.at, grants, t, t + self.max_age_s))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _renewal_ended(
+        self, signature: _Signature, done: asyncio.Future[BaseException | None], _: object
+    ) -> None:
+        """Clear a take-ahead's entry even if its task was cancelled before it ran."""
+        if self._renewing.get(signature) is done:
+            del self._renewing[signature]
+        if not done.done():
+            done.set_result(None)
+
+    def _install(self, signature: _Signature, lease: _Lease) -> None:
         self._leases[signature] = lease
-        for i, check in enumerate(checks):
+        for i, check in enumerate(lease.checks):
             self._open[(_counter(check), lease.at)] = (lease, i)
         self.leases_taken += 1
         self._arm()
-        return Decision(True, 0.0, None, lease.at)
 
     def _wants(self, checks: Sequence[LimitCheck], old: _Lease | None, t: float) -> list[int]:
         """About twice what the previous lease used over an age, within the share of each limit."""
@@ -281,6 +375,7 @@ class LeasedRateLimiter(RateLimiter):
 
     async def flush(self) -> None:
         """Close every lease and write what they give back, with any pending settlement."""
+        await asyncio.gather(*self._tasks, return_exceptions=True)  # leases being taken ahead
         self.close_leases()
         await self._inner.flush()
 
@@ -288,5 +383,8 @@ class LeasedRateLimiter(RateLimiter):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         self.close_leases()
         await self._inner.aclose()

@@ -292,6 +292,43 @@ async def test_a_busy_key_gets_its_next_lease_before_this_one_ends(backend: Back
         await store.aclose()
 
 
+async def test_a_lease_three_quarters_used_has_its_successor_taken_ahead(
+    backend: Backend, tmp_path: Path
+) -> None:
+    """A busy key using its lease up before the lease's age ends: once three quarters of it are
+    used, the next lease is taken in the background, so the request that finds this one full is
+    admitted from the next at once (no wait for a commit)."""
+    store = await backend.open()
+    leases = LeasedReservations(store, tmp_path / "journal", max_age_s=30, clock=lambda: 0.0)
+    try:
+        await make_budget(store, Scope.KEY, "use", 100 * USD)
+        budgets = ((Scope.KEY, "use"),)
+        admitted = 0
+
+        async def one() -> None:
+            nonlocal admitted
+            r = reservation(f"use-{admitted}", CENT, budgets, deadline_at=1e12)
+            assert await leases.reserve(r) is None
+            admitted += 1
+
+        await one()  # the first lease: 4 requests' maximum
+        assert leases.leases_taken == 1
+        await one()
+        await one()  # 3 of 4 used
+        assert leases._acquiring, "the next lease was not asked for at three quarters"
+        await asyncio.gather(*leases._acquiring.values())
+        assert leases.leases_taken == 2
+        await one()  # the first lease was retired when the next one landed: admitted from the next
+        assert leases.leases_taken == 2
+        for i in range(admitted):
+            await leases.settle(settlement(f"use-{i}", CENT // 2))
+        await leases.flush()
+        assert await spend_of(store, Scope.KEY, "use") == (admitted * (CENT // 2), 0)
+    finally:
+        await leases.aclose()
+        await store.aclose()
+
+
 HANG_SCENARIO = """
 import asyncio, sys
 from pathlib import Path

@@ -52,7 +52,8 @@ MAX_LEASE_REQUESTS = 1024
 SPLIT_AFTER_AGES = 4
 """A retired lease still waiting on a request this many ages after it began is split."""
 TAKE_AHEAD_AFTER = 2
-"""A lease that admitted this many requests has its successor reserved before it ends."""
+"""A lease that admitted this many requests has its successor reserved before it ends: near the end
+of its age, or once three quarters of it is used."""
 LEASE_MODEL = "(lease)"
 """``model_requested`` of the row written if a whole lease is settled by deadline recovery."""
 
@@ -227,6 +228,8 @@ class LeasedReservations:
             if lease is not None:
                 if self._fits(lease, reservation):
                     self._admit(lease, reservation)
+                    if lease.admitted >= TAKE_AHEAD_AFTER and 0 < lease.amount * 3 <= lease.used * 4:
+                        self._take_ahead(lease)  # three quarters used: have the next one ready
                     return None
                 lease.exhausted = lease.used + reservation.max_cost_nano > lease.amount
                 self._retire(lease)
@@ -388,6 +391,8 @@ class LeasedReservations:
 
     async def flush(self) -> None:
         """Retire every lease, settle those with no request in flight, and wait for the commits."""
+        if self._acquiring:  # leases being taken (ahead): let them land, so they are settled too
+            await asyncio.gather(*self._acquiring.values(), return_exceptions=True)
         for lease in list(self._open.values()):
             self._retire(lease)
             if not lease.in_flight:

@@ -216,14 +216,7 @@ class LeasedRateLimiter(RateLimiter):
         try:
             if old is not None:
                 self._close(old)  # its rest rides ahead of the lease call: counted before the check
-            wants = self._wants(checks, old, t)
-            call = asyncio.ensure_future(self._inner.lease(checks, wants, self.max_age_s))
-            try:
-                decision, grants = await asyncio.shield(call)
-            except asyncio.CancelledError:
-                # The caller went away (a client disconnect): whatever the call grants goes back.
-                call.add_done_callback(partial(self._give_back, checks))
-                raise
+            decision, grants = await self._lease_call(checks, self._wants(checks, old, t))
         except Exception as exc:
             failure = exc
             raise
@@ -252,14 +245,7 @@ class LeasedRateLimiter(RateLimiter):
         failure: BaseException | None = None
         ahead = [replace(check, cost=0) for check in checks]  # nothing admitted with it yet
         try:
-            call = asyncio.ensure_future(
-                self._inner.lease(ahead, self._wants(checks, current, t), self.max_age_s)
-            )
-            try:
-                decision, grants = await asyncio.shield(call)
-            except asyncio.CancelledError:
-                call.add_done_callback(partial(self._give_back, ahead))
-                raise
+            decision, grants = await self._lease_call(ahead, self._wants(checks, current, t))
         except Exception as exc:
             failure = exc
             log.warning("could not take a rate-limit lease ahead (%s); the current one runs out first", exc)
@@ -273,6 +259,18 @@ class LeasedRateLimiter(RateLimiter):
         if self._leases.get(signature) is current:
             self._close(current)  # gives back what it still has
         self._install(signature, _Lease(checks, decision.at, grants, t, t + self.max_age_s))
+
+    async def _lease_call(
+        self, checks: Sequence[LimitCheck], wants: Sequence[int]
+    ) -> tuple[Decision, tuple[int, ...]]:
+        """One lease call; if the caller goes away (a client disconnect, shutdown) while it is under
+        way, whatever it grants is given back when it lands."""
+        call = asyncio.ensure_future(self._inner.lease(checks, wants, self.max_age_s))
+        try:
+            return await asyncio.shield(call)
+        except asyncio.CancelledError:
+            call.add_done_callback(partial(self._give_back, checks))
+            raise
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.create_task(work)

@@ -82,11 +82,18 @@ class AppState:
         router = Router(config, registry)
         chat = ChatService(router, default_anthropic_max_tokens=config.server.default_anthropic_max_tokens)
         store = store_for(config.database_url, sqlite_synchronous=config.storage.sqlite_synchronous)
+        observability = Observability.build(config, router, store, redact)
+        metrics = observability.metrics
         limiter: RateLimiter
         if config.rate_limits.backend == "redis" and config.redis_url:
             limiter = RedisRateLimiter(config.redis_url)
             if config.storage.reservations == "leased":
-                limiter = LeasedRateLimiter(limiter, max_age_s=config.storage.lease_max_age_s)
+                limiter = LeasedRateLimiter(
+                    limiter,
+                    max_age_s=config.storage.lease_max_age_s,
+                    on_lease=metrics.leases.labels("rate_limit").inc,
+                    on_wait=metrics.lease_waits.labels("rate_limit").inc,
+                )
         else:
             limiter = MemoryRateLimiter()
         prices = PriceBook(config)
@@ -97,7 +104,11 @@ class AppState:
         auth = Authenticator(config.master_key, store)
         reservations: Reservations = (
             LeasedReservations(
-                store, Path(config.lease_journal_dir), max_age_s=config.storage.lease_max_age_s
+                store,
+                Path(config.lease_journal_dir),
+                max_age_s=config.storage.lease_max_age_s,
+                on_lease=metrics.leases.labels("budget").inc,
+                on_wait=metrics.lease_waits.labels("budget").inc,
             )
             if config.storage.reservations == "leased"
             else DirectReservations(store)
@@ -106,7 +117,6 @@ class AppState:
         context = ContextService(config, router)
         context.summarizer = admitted_summarizer(admission, chat, router)
         admin = AdminAPI(store, on_key_change=auth.forget)
-        observability = Observability.build(config, router, store, redact)
         telemetry = TelemetryHub(observability.sinks())
         request_log = RequestLogSink(store, config.request_log, redact=redact)
         telemetry.add(request_log)

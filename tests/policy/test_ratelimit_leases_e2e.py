@@ -93,3 +93,14 @@ def test_an_rpm_limit_holds_exactly_across_two_leasing_gateways(tmp_path: Path, 
         assert refused == 120 - RPM
         for log in (log_one, log_two):
             assert created["key"] not in log.read_text()
+        # Both kinds of lease are counted in each gateway's metrics.
+        for url in (url_one, url_two):
+            text = httpx.get(url + "/metrics", headers={"authorization": f"Bearer {MASTER}"}, timeout=10).text
+            taken = {
+                kind: float(line.rsplit(" ", 1)[1])
+                for kind in ("budget", "rate_limit")
+                for line in text.splitlines()
+                if line.startswith(f'modelyard_leases_total{{kind="{kind}"}}')
+            }
+            assert taken.get("budget", 0) >= 1 and taken.get("rate_limit", 0) >= 1, taken
+            assert 'modelyard_lease_waits_total{kind="rate_limit"}' in text

@@ -140,9 +140,13 @@ class LeasedReservations:
         max_age_s: float = 0.5,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        on_lease: Callable[[], None] | None = None,
+        on_wait: Callable[[], None] | None = None,
     ) -> None:
         self._store = store
         self._journal = LeaseJournal(journal_dir)
+        self._on_lease = on_lease
+        self._on_wait = on_wait
         self._max_age = max_age_s
         self._interval = max(0.01, min(0.1, max_age_s / 4))
         """How often :meth:`tick` runs."""
@@ -162,6 +166,8 @@ class LeasedReservations:
         self._opened = False
         self.leases_taken = 0
         """Leases reserved in the store so far (each is one commit, and one more to settle)."""
+        self.waits = 0
+        """Requests that waited for a lease to be reserved (rather than admitted from one at once)."""
 
     # -- lifecycle ---------------------------------------------------------------------------
     def _ensure_open(self) -> None:
@@ -221,6 +227,7 @@ class LeasedReservations:
         key = _key_of(reservation)
         span = max(reservation.deadline_at - reservation.created_at, self._span.get(key, 0.0))
         self._span[key] = span
+        waited = False
         for attempt in itertools.count():
             if attempt:
                 await asyncio.sleep(0)  # never loop without letting the event loop run
@@ -249,6 +256,11 @@ class LeasedReservations:
                 task = asyncio.create_task(self._acquire(key, reservation, span))
                 self._acquiring[key] = task
                 task.add_done_callback(partial(self._acquired, key))
+            if not waited:
+                waited = True
+                self.waits += 1
+                if self._on_wait is not None:
+                    self._on_wait()
             result = await asyncio.shield(task)
             if not mine:
                 continue
@@ -268,6 +280,11 @@ class LeasedReservations:
                 self._admit(result, reservation)
                 return None
         raise AssertionError("unreachable: itertools.count() does not end")
+
+    def _count_lease(self) -> None:
+        self.leases_taken += 1
+        if self._on_lease is not None:
+            self._on_lease()
 
     def _acquired(self, key: LeaseKey, task: asyncio.Task[_Lease | Denied]) -> None:
         if self._acquiring.get(key) is task:
@@ -344,7 +361,7 @@ class LeasedReservations:
             )
             denied = await self._store.reserve(lease_res)
             if denied is None:
-                self.leases_taken += 1
+                self._count_lease()
                 lease = _Lease(lease_id, key, r, amount, lease_res.deadline_at - self._max_age, self._clock())
                 previous = self._current.get(key)
                 if previous is not None:
@@ -464,7 +481,7 @@ class LeasedReservations:
         if await self._store.reserve(template) is not None:
             log.info("lease %s: no room to split it yet (request %s still running)", lease.id, first_id)
             return
-        self.leases_taken += 1
+        self._count_lease()
         successor = _Lease(
             lease_id, lease.key, lease.owner, amount, lease.deadline_at, lease.started, retired=True
         )

@@ -135,7 +135,8 @@ class LeasedRateLimiter(RateLimiter):
 
     ``inner``: the Redis limiter (closed by :meth:`aclose`). ``max_age_s``: how long a lease admits
     (at most :data:`~modelyard.policy.ratelimit.MAX_LEASE_HOLD_S`). ``clock``: monotonic seconds,
-    for tests. Use from one event loop.
+    for tests. ``on_lease`` / ``on_wait``: called for each lease taken and each time a request waits
+    for Redis (the gateway counts them in its metrics). Use from one event loop.
     """
 
     def __init__(
@@ -144,6 +145,8 @@ class LeasedRateLimiter(RateLimiter):
         *,
         max_age_s: float = 0.5,
         clock: Callable[[], float] = time.monotonic,
+        on_lease: Callable[[], None] | None = None,
+        on_wait: Callable[[], None] | None = None,
     ) -> None:
         if not max_age_s > 0:
             raise ValueError(f"max_age_s must be > 0, got {max_age_s}")
@@ -161,6 +164,8 @@ class LeasedRateLimiter(RateLimiter):
         """Leases granted so far (for tests and metrics)."""
         self.waits = 0
         """Times a request found no room in its lease and waited for Redis (for tests and metrics)."""
+        self._on_lease = on_lease
+        self._on_wait = on_wait
 
     @property
     def inner(self) -> RedisRateLimiter:
@@ -193,6 +198,8 @@ class LeasedRateLimiter(RateLimiter):
                     task.add_done_callback(partial(self._renewal_ended, signature, done))
                 return Decision(True, 0.0, None, lease.at)
             self.waits += 1
+            if self._on_wait is not None:
+                self._on_wait()
             renewing = self._renewing.get(signature)
             if renewing is not None:
                 failure = await asyncio.shield(renewing)
@@ -292,6 +299,8 @@ class LeasedRateLimiter(RateLimiter):
         for i, check in enumerate(lease.checks):
             self._open[(_counter(check), lease.at)] = (lease, i)
         self.leases_taken += 1
+        if self._on_lease is not None:
+            self._on_lease()
         self._arm()
 
     def _wants(self, checks: Sequence[LimitCheck], old: _Lease | None, t: float) -> list[int]:

@@ -203,6 +203,20 @@ class GatewayMetrics:
             "because its refused-row queue was full; they are still in the request log. Should stay 0.",
             registry=r,
         )
+        self.leases = Counter(
+            "modelyard_leases_total",
+            "Leases this process took (storage.reservations: leased), by kind budget|rate_limit.",
+            ("kind",),
+            registry=r,
+        )
+        self.lease_waits = Counter(
+            "modelyard_lease_waits_total",
+            "Requests that waited for a lease to be taken (a database commit or a Redis call) instead "
+            "of being admitted from one in memory, by kind budget|rate_limit. Near 0 in steady traffic "
+            "(the next lease is taken ahead); it grows near a budget's or a limit's end.",
+            ("kind",),
+            registry=r,
+        )
         self.smart_route_decisions = Counter(
             "modelyard_smart_route_decisions_total",
             "Smart-route decisions (model: auto …): the route, the model it chose and why "

@@ -219,6 +219,7 @@ class AppState:
         await self.conversations.aclose()
         if self.refused is not None:
             await self.refused.aclose()
+        await self.auth.aclose()  # key reads under way finish while the store is open
         try:
             await self.admission.reservations.aclose()  # settles the leases with nothing in flight
         except Exception as exc:

@@ -100,3 +100,15 @@ async def test_unknown_well_formed_keys_are_read_once_and_rejected(store: Store)
     )
     assert all(isinstance(r, AuthenticationError) for r in results)
     assert auth.reads == 1
+
+
+async def test_close_waits_for_a_read_under_way(store: Store) -> None:
+    """Shutdown: a background read started ahead of expiry finishes before the store closes."""
+    auth = Authenticator("master", store, cache_ttl_s=0.2)
+    key = await new_key(store)
+    await auth.authenticate({"x-api-key": key})
+    await asyncio.sleep(0.16)
+    await auth.authenticate({"x-api-key": key})  # starts the read ahead
+    assert auth.reads == 2
+    await auth.aclose()
+    assert not auth._reading

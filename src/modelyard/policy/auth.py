@@ -141,6 +141,11 @@ class Authenticator:
         if not task.cancelled() and task.exception() is not None:  # retrieved: waiters re-raise it
             log.debug("key lookup failed: %s", task.exception())
 
+    async def aclose(self) -> None:
+        """Wait for the key reads under way (before the store closes), so none is left pending."""
+        if self._reading:
+            await asyncio.gather(*self._reading.values(), return_exceptions=True)
+
     def forget(self, key_hash: str | None = None) -> None:
         """Drop cached lookups (this process sees its own revocations at once)."""
         self._generation += 1
